@@ -1,0 +1,1 @@
+"""Meta-training of GPICL learners: data, tasks, learners, training loop and evaluation."""
