@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpicl_sklearn.model import GPICLConfig, GPICLTransformer
+from training.online_sgd import OnlineSGDConfig, OnlineSGDLearner
 
 
 def _check_positive_ints(cfg: object) -> None:
@@ -241,6 +242,7 @@ LEARNERS: dict[str, Callable[..., nn.Module]] = {
     "oplstm": OuterProductLSTMLearner,
     "mlp": MLPLearner,
     "vsml": VSMLLearner,
+    "maml": OnlineSGDLearner,
 }
 
 CONFIGS: dict[str, type] = {
@@ -249,6 +251,7 @@ CONFIGS: dict[str, type] = {
     "oplstm": OuterProductLSTMConfig,
     "mlp": MLPConfig,
     "vsml": VSMLConfig,
+    "maml": OnlineSGDConfig,
 }
 
 

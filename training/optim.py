@@ -73,15 +73,12 @@ def lr_at(
       to ``min_ratio * base`` over the last ``decay`` steps. The decay phase can be
       scheduled when a resumed run's length is known.
     """
+    if schedule not in ("constant", "cosine", "wsd"):  # checked first: not only after warm-up
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected 'constant', 'cosine' or 'wsd'")
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     if schedule == "constant":
         return base
-    if schedule == "cosine":
-        start = warmup
-    elif schedule == "wsd":
-        start = max(warmup, total - decay)
-    else:
-        raise ValueError(f"unknown lr schedule {schedule!r}; expected 'constant', 'cosine' or 'wsd'")
+    start = warmup if schedule == "cosine" else max(warmup, total - decay)
     t = min(1.0, max(0.0, (step - start) / max(1, total - start)))
     return base * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))

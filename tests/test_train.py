@@ -1,0 +1,281 @@
+"""Tests of training.optim, training.state and the meta-training loop of training.train."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from training.data import load_dataset
+from training.learners import build_learner
+from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
+from training.state import load_state, read_meta
+from training.tasks import TaskConfig, TaskSampler
+from training.train import TrainConfig, config_from_args, train
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 12}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
+    parallel region can wait a scheduler slice (measured: 100x slower steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """A data root whose 'mnist' is 8x8 images of 4 classes: class c lights rows 2c, 2c+1."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 200), ("test", 80)):
+        y = rng.integers(0, 4, n)
+        x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 2 * c : 2 * c + 2] += 150
+        (root / "mnist").mkdir(exist_ok=True)
+        np.savez(root / "mnist" / f"{split}.npz", x=x, y=y)
+    return root
+
+
+@pytest.fixture
+def env_root(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GPICL_DATA_ROOT", str(data_root))
+    return data_root
+
+
+def tiny_config(out_dir: Path, **changes) -> TrainConfig:
+    base = dict(dataset="mnist", image_size=8, channels=1, length=12, num_classes=4, learner_kwargs=TINY_LEARNER,
+                batch_size=8, steps=12, lr=3e-3, log_every=4, ckpt_every=1000, eval_every=1000, eval_datasets=(),
+                eval_tasks=4, eval_seqs=4, out_dir=str(out_dir))
+    return TrainConfig(**{**base, **changes})
+
+
+def records(out_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def state_tensors(out_dir: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for shard in sorted((Path(out_dir) / "state").glob("state-*.safetensors")):
+        tensors.update(load_file(shard))
+    return tensors
+
+
+# --- optim ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lr", [0.1, torch.tensor(0.1)])
+def test_sign_momentum_follows_the_sign_of_the_moving_average(lr):
+    beta = 0.8
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    opt = SignMomentum([p], lr=lr, beta=beta)
+    g1, g2 = torch.tensor([1e-9, -3.0, 2.0, 0.0]), torch.tensor([-1.0, 1.0, -1.0, 5.0])
+    m, expected = torch.zeros(4), p.detach().clone()
+    for g in (g1, g2):
+        p.grad = g.clone()
+        opt.step()
+        m = beta * m + (1 - beta) * g
+        expected = expected - 0.1 * torch.sign(m)
+        assert torch.allclose(p.detach(), expected, atol=1e-7)
+        assert torch.allclose(opt.state[p]["momentum"], m)
+        if g is g1:  # a tiny gradient moves its weight a full step: the point of Intervention 2
+            assert p[0].item() == pytest.approx(0.9)
+
+
+def test_make_optimizer_builds_the_named_optimizer_and_rejects_others():
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    adam = make_optimizer("adam", params, lr=0.01, eps=1e-6, betas=(0.8, 0.9), capturable=False)
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.param_groups[0]["eps"] == 1e-6 and adam.param_groups[0]["betas"] == (0.8, 0.9)
+    sign = make_optimizer("sign_momentum", params, lr=0.01, eps=1e-6, betas=(0.8, 0.9), capturable=False)
+    assert isinstance(sign, SignMomentum) and sign.param_groups[0]["beta"] == 0.8
+    set_lr(sign, 0.5)
+    assert sign.param_groups[0]["lr"] == 0.5
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        make_optimizer("sgd", params, lr=0.01, eps=1e-6, betas=(0.8, 0.9), capturable=False)
+
+
+def test_lr_schedules_at_key_steps():
+    kw = dict(base=1.0, total=1000, min_ratio=0.1)
+    # linear warm-up reaches the base rate at its last step
+    assert lr_at(0, schedule="constant", warmup=10, **kw) == pytest.approx(0.1)
+    assert lr_at(9, schedule="cosine", warmup=10, **kw) == pytest.approx(1.0)
+    assert lr_at(999, schedule="constant", warmup=10, **kw) == 1.0
+    # cosine from the end of warm-up to min_ratio at the end, (1 + min) / 2 half-way
+    assert lr_at(10, schedule="cosine", warmup=10, **kw) == pytest.approx(1.0)
+    assert lr_at(505, schedule="cosine", warmup=10, **kw) == pytest.approx(0.55)
+    assert lr_at(1000, schedule="cosine", warmup=10, **kw) == pytest.approx(0.1)
+    assert lr_at(5000, schedule="cosine", warmup=10, **kw) == pytest.approx(0.1)
+    # wsd: stable until the last `decay` steps, then the same cosine over them
+    assert lr_at(799, schedule="wsd", warmup=10, decay=200, **kw) == 1.0
+    assert lr_at(800, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(1.0)
+    assert lr_at(900, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.55)
+    assert lr_at(1000, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.1)
+    values = [lr_at(s, schedule="wsd", warmup=10, decay=200, **kw) for s in range(800, 1001)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("step", [0, 50])
+def test_unknown_schedule_is_an_error_even_during_warm_up(step):
+    with pytest.raises(ValueError, match="unknown lr schedule 'linear'"):
+        lr_at(step, base=1.0, schedule="linear", total=100, warmup=10, min_ratio=0.1)
+
+
+# --- config_from_args ----------------------------------------------------------------------
+
+
+def test_config_from_args_parses_flags_json_and_null(tmp_path):
+    assert config_from_args([]) == TrainConfig()
+    cfg = config_from_args([
+        "--steps", "7", "--lr", "2e-4", "--bf16", "false", "--num-tasks", "16", "--grad-clip", "null",
+        "--image-size", "none", "--learner-kwargs", '{"d_model": 64}', "--eval-datasets", "mnist,cifar10",
+    ])
+    assert (cfg.steps, cfg.lr, cfg.bf16, cfg.num_tasks, cfg.grad_clip, cfg.image_size) == (7, 2e-4, False, 16, None, None)
+    assert cfg.learner_kwargs == {"d_model": 64} and cfg.eval_datasets == ("mnist", "cifar10")
+    assert config_from_args(["--eval-datasets", '["random"]']).eval_datasets == ("random",)
+    assert config_from_args(["--eval-datasets", "[]"]).eval_datasets == ()
+
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"steps": 99, "num_tasks": 4, "eval_datasets": ["mnist"], "out_dir": "x"}))
+    cfg = config_from_args(["--config", str(path), "--num-tasks", "null", "--out-dir", "y"])  # flags win
+    assert (cfg.steps, cfg.num_tasks, cfg.eval_datasets, cfg.out_dir) == (99, None, ("mnist",), "y")
+
+
+@pytest.mark.parametrize("argv", [["--bf16", "maybe"], ["--steps", "many"], ["--no-such-field", "1"]])
+def test_config_from_args_rejects_bad_flags(argv, capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(argv)
+    assert argv[0] in capsys.readouterr().err
+
+
+def test_config_file_with_unknown_fields_is_an_error(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"steps": 3, "stepz": 4}))
+    with pytest.raises(SystemExit):
+        config_from_args(["--config", str(path)])
+    assert "stepz" in capsys.readouterr().err
+
+
+# --- the training loop ---------------------------------------------------------------------
+
+
+def test_training_lowers_the_loss_and_memorises_seen_tasks(env_root, tmp_path):
+    # Few tasks (K=3, no biased share): the learner memorises them within 30 steps, so the
+    # loss falls far below chance (ln 4) and seen tasks are solved, while unseen tasks of
+    # the test split are not (paper Sec. 4.1, the memorisation regime).
+    cfg = tiny_config(tmp_path, steps=30, log_every=5, num_tasks=3, biased_fraction=0.0, eval_datasets=("mnist",))
+    train(cfg)
+    log = records(tmp_path)
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert [r["step"] for r in log if "loss" in r] == [5, 10, 15, 20, 25, 30]
+    assert losses[0] > 0.5 and losses[-1] < 0.2 and losses[-1] < losses[0] / 3
+    (evaluation,) = [r for r in log if "eval" in r]
+    assert evaluation["step"] == 30
+    seen, unseen = evaluation["eval"]["mnist_train_seen_tasks"], evaluation["eval"]["mnist"]
+    assert seen["status"] == unseen["status"] == "ok" and len(seen["acc"]) == cfg.length
+    assert seen["final_acc"] > 0.9 and unseen["final_acc"] < 0.8
+    meta = read_meta(tmp_path / "state")
+    assert meta["step"] == 30 and meta["config"]["world_size"] == 1 and meta["config"]["num_tasks"] == 3
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sign_momentum"])
+def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer):
+    changes = dict(optimizer=optimizer, lr_schedule="cosine", warmup_steps=3, num_tasks=None)
+    train(tiny_config(tmp_path / "whole", **changes))
+
+    parts = tmp_path / "parts"
+    train(tiny_config(parts, max_minutes=0.0, **changes))  # out of time at the first log step
+    assert read_meta(parts / "state")["step"] == 4
+    assert [r["step"] for r in records(parts)] == [4]
+    train(tiny_config(parts, **changes))
+
+    whole, resumed = state_tensors(tmp_path / "whole"), state_tensors(parts)
+    assert whole.keys() == resumed.keys() and any(k.startswith("optim.") for k in whole)
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    assert read_meta(parts / "state")["rng_states"] == read_meta(tmp_path / "whole" / "state")["rng_states"]
+    losses = {r["step"]: r["loss"] for r in records(tmp_path / "whole") if "loss" in r}
+    assert {r["step"]: r["loss"] for r in records(parts) if "loss" in r} == losses
+
+
+@pytest.fixture(scope="module")
+def ddp_run(data_root, tmp_path_factory) -> tuple[TrainConfig, Path]:
+    """A 3-step run of 2 gloo processes under torchrun, launched as a user would."""
+    out = tmp_path_factory.mktemp("ddp")
+    cfg = tiny_config(out, steps=3, log_every=1, grad_clip=0.05, seed=5)
+    path = out / "run.json"
+    path.write_text(json.dumps(dataclasses.asdict(cfg)))
+    env = {**os.environ, "GPICL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "training.train", "--config", str(path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return cfg, out
+
+
+def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root):
+    # Data parallelism must be the same optimisation as one process that draws both ranks'
+    # batches (generators seeded seed * 1_000_003 + rank), averages their gradients, clips
+    # the average and steps Adam.
+    cfg, out = ddp_run
+    x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels)
+    torch.manual_seed(cfg.seed)
+    learner = build_learner(cfg.learner, x.shape[1], cfg.num_classes, **cfg.learner_kwargs)
+    params = list(learner.parameters())
+    initial = [p.detach().clone() for p in params]
+    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr, eps=cfg.adam_eps, betas=(cfg.beta1, cfg.beta2),
+                         capturable=False)
+    task = TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=x.shape[1],
+                      biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed)
+    samplers = [TaskSampler(x, y, task, torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)) for r in (0, 1)]
+    clipped = []
+    for step in range(cfg.steps):
+        set_lr(opt, lr_at(step, base=cfg.lr, schedule=cfg.lr_schedule, total=cfg.steps, warmup=cfg.warmup_steps,
+                          min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps))
+        grads, losses = [], []
+        for sampler in samplers:
+            xb, yb = sampler.sample(cfg.batch_size)
+            opt.zero_grad()
+            loss = F.cross_entropy(learner(xb, yb).flatten(0, 1), yb.flatten())
+            loss.backward()
+            grads.append([p.grad.clone() for p in params])
+            losses.append(loss.item())
+        for p, g0, g1 in zip(params, *grads):
+            p.grad = (g0 + g1) / 2
+        clipped.append(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item() > cfg.grad_clip)
+        opt.step()
+        logged = [r for r in records(out) if r.get("step") == step + 1 and "loss" in r]
+        assert logged[0]["loss"] == pytest.approx(sum(losses) / 2, rel=1e-5)
+    assert any(clipped), "the test should exercise clipping of the averaged gradient"
+
+    ddp = build_learner(cfg.learner, x.shape[1], cfg.num_classes, **cfg.learner_kwargs)
+    step, rng = load_state(out / "state", ddp, optimizer=None)
+    assert step == cfg.steps and len(rng) == 2
+    for r, sampler in enumerate(samplers):
+        assert torch.equal(rng[r], sampler.generator.get_state()), f"rank {r} data stream"
+    for (name, a), b in zip(ddp.named_parameters(), params):
+        assert torch.allclose(a, b.detach(), rtol=1e-4, atol=1e-6), name
+    moved = [not torch.allclose(a, b) for a, b in zip(initial, params)]
+    assert all(moved), "every parameter should have been trained"
+
+
+def test_a_two_process_state_refuses_to_resume_in_one(ddp_run, env_root):
+    cfg, out = ddp_run
+    with pytest.raises(ValueError, match="written by 2 processes"):
+        train(dataclasses.replace(cfg, steps=cfg.steps + 2))
