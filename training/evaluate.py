@@ -9,14 +9,21 @@ training); *seen* tasks (finite ``K``) regenerate training tasks by index.
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from training.data import DatasetUnavailableError, load_dataset
+from training.learners import build_learner
+from training.state import load_state, read_meta
 from training.tasks import task_permutation, task_projection
+
+ALL_DATASETS = ("mnist", "fashion_mnist", "kmnist", "random", "cifar10", "svhn")
 
 # Offset that keeps meta-test task seeds apart from the training seeds.
 _EVAL_SEED_OFFSET = 10_000_019
@@ -42,6 +49,8 @@ def meta_test(
     ``x``, ``y``: a preprocessed split on the learner's device. With ``task_ids`` the
     tasks are the training tasks of those indices (seen tasks); otherwise unseen ones.
     """
+    if int(y.max()) >= num_classes:
+        raise ValueError(f"labels go up to {int(y.max())}, but num_classes={num_classes}")
     dev = x.device
     g = torch.Generator(device=dev).manual_seed(_EVAL_SEED_OFFSET + seed)
     ids = task_ids if task_ids is not None else [None] * n_tasks
@@ -108,3 +117,41 @@ def evaluate_datasets(
         results[name] = {"status": "ok", **summarise(correct)}
     learner.train(was_training)
     return results
+
+
+def load_run(run: Path) -> tuple[nn.Module, dict, int]:
+    """The learner of a training run at its last saved step, its training config and that step."""
+    meta = read_meta(run / "state")
+    cfg = meta["config"]
+    learner = build_learner(cfg["learner"], cfg["input_dim"], cfg["num_classes"], **cfg["learner_kwargs"])
+    step, _ = load_state(run / "state", learner, optimizer=None)
+    return learner.eval(), cfg, step
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.evaluate --run runs/default``: meta-test a run, print and save JSON."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--run", type=Path, required=True, help="training run folder (holds state/)")
+    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--n-tasks", type=int, default=16)
+    parser.add_argument("--n-seqs", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    learner, cfg, step = load_run(args.run)
+    device = torch.device(args.device)
+    results = evaluate_datasets(
+        learner.to(device), args.datasets.split(","), device=device, image_size=cfg["image_size"],
+        channels=cfg["channels"], out_dim=cfg["input_dim"],
+        num_classes=cfg["num_classes"], n_tasks=args.n_tasks, n_seqs=args.n_seqs, length=cfg["length"],
+        seed=args.seed,
+    )
+    for name, r in results.items():
+        print(f"{name:>14}: " + (f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"]))
+    if args.out:
+        args.out.write_text(json.dumps({"run": str(args.run), "step": step, "results": results}))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,27 +20,14 @@ from pathlib import Path
 import torch
 
 from gpicl_sklearn.checkpoint import save_checkpoint
-from training.evaluate import evaluate_datasets
-from training.learners import build_learner
-from training.state import load_state, read_meta
+from training.evaluate import ALL_DATASETS, evaluate_datasets, load_run
 
-ALL_DATASETS = ("mnist", "fashion_mnist", "kmnist", "random", "cifar10", "svhn")
 PAPER_GPICL = {"mnist": 73.70, "fashion_mnist": 62.24, "kmnist": 53.39, "random": 100.0, "cifar10": 19.40, "svhn": 14.58}
 PAPER_VSML = {"mnist": 79.04, "fashion_mnist": 68.49, "kmnist": 54.69, "random": 100.0, "cifar10": 24.09, "svhn": 17.45}
 FOOTNOTES = {
     "cifar10": "CIFAR10 test images here are decoded from JPEG copies (about quality 75), "
     "close to but not exactly the original pixels.",
 }
-
-
-def load_run(run: Path) -> tuple[torch.nn.Module, dict, int]:
-    """The learner of a run at its last saved step, its training config and that step."""
-    meta = read_meta(run / "state")
-    cfg = meta["config"]
-    in_dim = cfg["out_dim"] or (cfg["image_size"] or 28) ** 2 * cfg["channels"]
-    learner = build_learner(cfg["learner"], in_dim, cfg["num_classes"], **cfg["learner_kwargs"])
-    step, _ = load_state(run / "state", learner, optimizer=None)
-    return learner.eval(), cfg, step
 
 
 def metrics_table(results: dict) -> str:
@@ -109,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 "split": "test", "tasks": "unseen (fresh projection and permutation)"}
     results = evaluate_datasets(
         learner.to(device), args.datasets.split(","), device=device, image_size=cfg["image_size"],
-        channels=cfg["channels"], out_dim=learner.cfg.input_dim, num_classes=cfg["num_classes"],
+        channels=cfg["channels"], out_dim=cfg["input_dim"], num_classes=cfg["num_classes"],
         n_tasks=args.n_tasks, n_seqs=args.n_seqs, length=cfg["length"], seed=args.seed,
     )
     print(metrics_table(results))

@@ -112,7 +112,7 @@ def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         if cfg.grad_clip:
-            pass
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
         optimizer.step()
         return loss.detach()
 
@@ -207,7 +207,7 @@ def train(cfg: TrainConfig) -> nn.Module:
             states = gathered
         if is_main:
             save_state(state_dir, learner, optimizer, step=at, rng_states=states,
-                       config={**dataclasses.asdict(cfg), "world_size": world})
+                       config={**dataclasses.asdict(cfg), "world_size": world, "input_dim": in_dim})
 
     start_time, t_log, s_log = time.time(), time.time(), step
     run_steps = 0  # steps taken by this process: the eager warm-up before a graph capture
@@ -279,7 +279,12 @@ def _parse_value(text: str, default):
         return type(default)(text)
     if isinstance(default, tuple) and not text.startswith("["):  # names: "mnist,cifar10"
         return tuple(name for name in text.split(",") if name)
-    value = json.loads(text) if text[:1] in "[{0123456789-n" else text
+    if default is None:  # optional numbers: "4096", ".5"; anything else stays a string
+        try:
+            return json.loads(text) if not text.startswith(".") else float(text)
+        except ValueError:
+            return text
+    value = json.loads(text)  # dicts and JSON lists
     return tuple(value) if isinstance(default, tuple) else value
 
 
