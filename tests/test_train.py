@@ -278,3 +278,16 @@ def test_a_two_process_state_refuses_to_resume_in_one(ddp_run, env_root):
     cfg, out = ddp_run
     with pytest.raises(ValueError, match="written by 2 processes"):
         train(dataclasses.replace(cfg, steps=cfg.steps + 2))
+
+
+def test_biased_permutations_stop_after_biased_steps(env_root, tmp_path, monkeypatch):
+    seen: list[float] = []
+    original = TaskSampler.sample
+
+    def recording_sample(self, batch_size):
+        seen.append(self.cfg.biased_fraction)
+        return original(self, batch_size)
+
+    monkeypatch.setattr(TaskSampler, "sample", recording_sample)
+    train(tiny_config(tmp_path / "run", steps=6, biased_fraction=0.5, biased_steps=4))
+    assert seen == [0.5] * 4 + [0.0] * 2

@@ -15,6 +15,7 @@ step), so a long run proceeds across many short jobs. Metrics go to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -50,6 +51,7 @@ class TrainConfig:
     num_classes: int = 10
     num_tasks: int | None = None  # K; None = infinite
     biased_fraction: float = 0.9
+    biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
     task_seed: int = 0
     # learner
     learner: str = "transformer"
@@ -189,15 +191,23 @@ def train(cfg: TrainConfig) -> nn.Module:
         if is_main:
             print(f"resumed from {state_dir} at step {step}", flush=True)
 
+    side = torch.cuda.Stream() if use_graph else None
     model: nn.Module = learner
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(learner, device_ids=[device.index] if device.type == "cuda" else None)
+        # For graph capture, DDP is built on the side stream that runs the warm-up steps
+        # (PyTorch's CUDA-graph notes); otherwise its set-up touches the legacy default
+        # stream, which a capture forbids.
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            model = nn.parallel.DistributedDataParallel(
+                learner, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
-    sampler = TaskSampler(x, y, TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim,
-                                           num_tasks=cfg.num_tasks, biased_fraction=cfg.biased_fraction,
-                                           task_seed=cfg.task_seed), generator)
+    task_cfg = TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim, num_tasks=cfg.num_tasks,
+                          biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed)
+    biased = TaskSampler(x, y, task_cfg, generator)
+    # After the plateau the fixed permutation only teaches the base dataset's own labels.
+    unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
 
     def checkpoint(at: int) -> None:
         states = [generator.get_state()]
@@ -212,13 +222,13 @@ def train(cfg: TrainConfig) -> nn.Module:
     start_time, t_log, s_log = time.time(), time.time(), step
     run_steps = 0  # steps taken by this process: the eager warm-up before a graph capture
     graphed: GraphedStep | None = None
-    side = torch.cuda.Stream() if use_graph else None
     learner.train()
     while step < cfg.steps:
         lr = lr_at(step, base=cfg.lr, schedule=cfg.lr_schedule, total=cfg.steps,
                    warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps)
         set_lr(optimizer, lr)
-        xb, yb = sampler.sample(cfg.batch_size)
+        in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
+        xb, yb = (biased if in_biased_phase else unbiased).sample(cfg.batch_size)
         if use_graph and graphed is None and run_steps >= GRAPH_WARMUP_STEPS:
             torch.cuda.synchronize()
             graphed = GraphedStep(train_step, optimizer, xb, yb)
