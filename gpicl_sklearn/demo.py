@@ -58,9 +58,9 @@ def run(quick: bool = False) -> str:
     ckpt = load_checkpoint("default")
     arch = ckpt.config["architecture"]
     lines = [
-        f"Bundled checkpoint: {arch['n_layers']} layers, d_model {arch['d_model']}, "
-        f"{arch['num_classes']} label slots, {arch['max_len'] - 1} context rows; "
-        f"training: {ckpt.config['training'].get('note', 'see config.json')}; sha256 {ckpt.sha256[:12]}.",
+        f"Bundled checkpoint (sha256 {ckpt.sha256[:12]}): {arch['n_layers']} layers, d_model {arch['d_model']}, "
+        f"{arch['num_classes']} label slots, {arch['max_len'] - 1} context rows; its model card "
+        "(gpicl_sklearn/checkpoints/default/README.md) says how it was meta-trained.",
         "",
         f"Accuracy, mean ± std over {folds} stratified folds (mean fit + predict seconds per fold, CPU)"
         + (", on 150-row subsamples (--quick)." if quick else "."),

@@ -5,13 +5,19 @@ Tests whose outcome depends on accuracy use the bundled default checkpoint inste
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import torch
+# scikit-learn's array-API check (in tests/test_sklearn_checks.py) is skipped unless SciPy
+# was imported with this set; it must precede the first import of scipy (via sklearn).
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
-from gpicl_sklearn import save_checkpoint
-from gpicl_sklearn.model import GPICLConfig, GPICLTransformer
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from gpicl_sklearn import save_checkpoint  # noqa: E402
+from gpicl_sklearn.model import GPICLConfig, GPICLTransformer  # noqa: E402
 
 # Small enough to build and run in milliseconds; max_len=20 (19 context rows) and 5 label
 # slots make the context-subset and too-many-classes paths reachable with tiny data.
