@@ -44,3 +44,14 @@ def write_tiny_checkpoint(directory: Path, seed: int = 0, dtype: torch.dtype = t
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """Folder of a random-weight checkpoint with :data:`TINY_CONFIG` (never modified)."""
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
+    parallel region can wait a scheduler slice (measured: 100x slower steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -15,6 +15,7 @@ from torch import nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
 from training import publish
+from tests.helpers import write_tiny_mnist
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, load_run, meta_test, summarise
 from training.evaluate import main as evaluate_main
@@ -25,28 +26,14 @@ from training.train import TrainConfig, train
 TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
-    parallel region can wait a scheduler slice (measured: 100x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
 def offline_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``GPICL_DATA_ROOT`` holding only a tiny 8x8 'mnist' (4 classes); no torchvision, so
     every other stored dataset is unavailable, as offline."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 120), ("test", 40)):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 2 * c : 2 * c + 2] += 150
-        (tmp_path / "data" / "mnist").mkdir(parents=True, exist_ok=True)
-        np.savez(tmp_path / "data" / "mnist" / f"{split}.npz", x=x, y=y)
+    write_tiny_mnist(tmp_path / "data", n_train=120, n_test=40)
     monkeypatch.setenv("GPICL_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.setitem(sys.modules, "torchvision", None)  # `import torchvision` fails
     monkeypatch.setitem(sys.modules, "torchvision.datasets", None)

@@ -8,14 +8,7 @@ import torch
 from training.tasks import TaskConfig, TaskSampler, gaussian_projection, task_permutation, task_projection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
-    parallel region can wait a scheduler slice (measured: 100x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labelled_points(n_per_class: int, num_classes: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from tests.helpers import write_tiny_mnist
 from training.data import load_dataset
+
 from training.learners import build_learner
 from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
 from training.state import load_state, read_meta
@@ -26,29 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 12}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
-    parallel region can wait a scheduler slice (measured: 100x slower steps)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
     """A data root whose 'mnist' is 8x8 images of 4 classes: class c lights rows 2c, 2c+1."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 200), ("test", 80)):
-        y = rng.integers(0, 4, n)
-        x = rng.integers(0, 60, (n, 8, 8)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 2 * c : 2 * c + 2] += 150
-        (root / "mnist").mkdir(exist_ok=True)
-        np.savez(root / "mnist" / f"{split}.npz", x=x, y=y)
-    return root
+    return write_tiny_mnist(tmp_path_factory.mktemp("data"), n_train=200, n_test=80)
 
 
 @pytest.fixture
