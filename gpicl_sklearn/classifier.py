@@ -138,7 +138,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         -------
         self
         """
-        device = _resolve_device(self.device)
+        _resolve_device(self.device)  # a bad device fails here, before any work
         _check_positive_int(self.n_estimators, "n_estimators")
         _check_positive_int(self.batch_size, "batch_size")
         X, y = validate_data(self, X, y, dtype=np.float64)
