@@ -22,6 +22,7 @@ import argparse
 import statistics
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -108,8 +109,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one repeat, few queries")
     parser.add_argument("--repeats", type=int, help="timed runs per measurement (default 5, or 1 with --quick)")
+    parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
-    print(run(quick=args.quick, repeats=args.repeats))
+    text = run(quick=args.quick, repeats=args.repeats)
+    print(text)
+    if args.out:
+        args.out.write_text(f"`python -m benchmarks.speed --out {args.out}`\n\n{text}\n")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ name            model                                   state that predicts y_i
 ``oplstm``      :class:`OuterProductLSTMLearner`        ``2 * hidden + key * value``
 ``mlp``         :class:`MLPLearner`                     none (current token only)
 ``vsml``        :class:`VSMLLearner`                    ``2 * input_dim * C * state``
+``maml``        :class:`~training.online_sgd.OnlineSGDLearner`  weights after online SGD
 ==============  ======================================  ==========================
 
 Each learner keeps its frozen config dataclass in ``.cfg`` so :func:`learner_config`

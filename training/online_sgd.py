@@ -104,10 +104,10 @@ class OnlineAdamLearner(nn.Module):
 
 def export_maml_init(run: Path, out: Path) -> Path:
     """Write the meta-learned initialisation of MAML run ``run`` to ``out`` (see module docstring)."""
-    from training.publish import load_run  # here, not at the top: publish imports learners, which import us
+    from training.evaluate import load_run  # here, not at the top: evaluate imports learners, which import us
 
     learner, cfg, step = load_run(run)
-    if not isinstance(learner, OnlineSGDLearner):
+    if cfg["learner"] != "maml":  # by name: under `python -m` this module is __main__, not the registered class's
         raise ValueError(f"{run} meta-trained learner {cfg['learner']!r}, not 'maml'; nothing to export")
     training = {"config": cfg, "steps": step, "run": str(run)}
     return save_maml_init(out, learner.weight, learner.bias, learner.lr, training=training)

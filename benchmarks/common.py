@@ -1,0 +1,36 @@
+"""Helpers shared by the benchmark scripts: where results go and how they are written."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Display names of the datasets of training.data, in the paper's Table 2 order.
+DATASET_TITLES = {
+    "mnist": "MNIST",
+    "fashion_mnist": "FashionMNIST",
+    "kmnist": "KMNIST",
+    "random": "Random",
+    "cifar10": "CIFAR10",
+    "svhn": "SVHN",
+}
+
+
+def write_outputs(out_dir: Path, stem: str, markdown: str, data: dict) -> tuple[Path, Path]:
+    """Write ``<stem>.md`` and ``<stem>.json`` (strict JSON: NaN is refused) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md.write_text(markdown.rstrip() + "\n")
+    js.write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return md, js
+
+
+def percent(value: float, half_width: float | None = None) -> str:
+    """``"73.7"`` or ``"73.7 ± 2.1"`` from fractions."""
+    text = f"{100 * value:.1f}"
+    if half_width is not None and not math.isnan(half_width):
+        text += f" ± {100 * half_width:.1f}"
+    return text

@@ -1,0 +1,114 @@
+"""Smoke tests of benchmarks/table2.py, curves.py and classical.py (--quick, outputs in a tmp dir).
+
+Meta-trained methods read tiny random-weight run folders written here, so the tests need
+neither a GPU run nor dataset files (the "random" dataset is generated).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks import classical, curves, table2
+from test_baselines import write_run
+from training.learners import build_learner
+from training.online_sgd import export_maml_init
+
+TINY_GPICL = dict(max_len=100, d_model=16, n_layers=1, n_heads=2, head_dim=8, mlp_ratio=2)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny GPICL run and a tiny MAML run on 4 x 4 x 1 inputs (input_dim 16)."""
+    root = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(0)
+    gpicl = write_run(root / "gpicl", build_learner("transformer", 16, 10, **TINY_GPICL), image_size=4, channels=1)
+    maml = write_run(root / "maml", build_learner("maml", 16, 10, inner_lr=0.01), image_size=4, channels=1)
+    return {"gpicl": gpicl, "maml": maml, "missing": root / "missing"}
+
+
+@pytest.fixture(scope="module")
+def table2_out(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("table2")
+    table2.main(["--quick", "--datasets", "random", "--image-size", "4", "--channels", "1", "--out", str(out),
+                 "--gpicl-runs", str(runs["gpicl"]), "--maml-runs", str(runs["maml"]),
+                 *(f"--{m}-runs={runs['missing']}" for m in ("vsml", "lstm", "oplstm"))])
+    return out
+
+
+def test_table2_quick_writes_every_method(table2_out, runs):
+    data = json.loads((table2_out / "table2.json").read_text())
+    results = data["results"]
+    assert list(results) == [m.name for m in table2.METHODS]
+    for name in ("SGD", "MAML", "GPICL Transformer", "GPICL + test-time ensembling"):
+        cell = results[name]["datasets"]["random"]
+        assert results[name]["status"] == "ok" and cell["status"] == "ok"
+        assert len(cell["acc"]) == 100 and 0 <= cell["final_acc"] <= 1
+    sgd = results["SGD"]["datasets"]["random"]["acc"]
+    assert sum(sgd[-20:]) / 20 > sum(sgd[:10]) / 10 + 0.3  # 10 points, each seen ~10 times: SGD learns them
+    for name in ("VSML", "LSTM", "Outer-product LSTM"):
+        assert results[name]["status"].startswith("not run (needs GPU meta-training: python -m training.train")
+        assert results[name]["missing_runs"] == [str(runs["missing"])]
+    assert results["GPICL Transformer"]["runs"] == [{"path": str(runs["gpicl"]), "step": 7}]
+    assert data["protocol"]["n_tasks"] == 2 and data["protocol"]["members"] == 2
+    md = (table2_out / "table2.md").read_text()
+    assert "| VSML | not run² (100.00) |" in md and "- VSML: not run (needs GPU meta-training:" in md
+    assert "| SGD | " in md and "(100.00) |" in md
+
+
+def test_table2_refuses_a_run_of_the_wrong_learner(runs, tmp_path):
+    with pytest.raises(ValueError, match="meta-trained learner 'maml', but GPICL Transformer needs 'transformer'"):
+        table2.main(["--quick", "--datasets", "random", "--out", str(tmp_path), "--gpicl-runs", str(runs["maml"])])
+
+
+def test_ensemble_un_permutes_labels():
+    """A learner that always puts all mass on slot 0 predicts, through member e, class pi_e^-1(0)."""
+
+    class SlotZero(torch.nn.Module):
+        def forward(self, x, y):
+            return torch.nn.functional.one_hot(torch.zeros_like(y), 3).float() * 50
+
+    ens = table2.TestTimeEnsemble(SlotZero(), members=1, num_classes=3, seed=0)
+    probs = ens(torch.randn(2, 5, 4), torch.zeros(2, 5, dtype=torch.long)).exp()
+    g = torch.Generator().manual_seed(0)
+    torch.randn(4, 4, generator=g)
+    perm = torch.rand(3, generator=g).argsort()
+    assert (probs.argmax(-1) == perm.argsort()[0]).all()
+
+
+def test_curves_from_table2(table2_out, tmp_path):
+    series = curves.main(["--table2", str(table2_out / "table2.json"), "--out", str(tmp_path)])
+    assert set(series["random"]) == {"SGD", "MAML", "GPICL Transformer", "GPICL + test-time ensembling"}
+    assert series["random"]["SGD"]["prediction"] == list(range(1, 101))
+    assert series["random"]["SGD"]["paper_final"] == 1.0
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "curves.json").read_text())["curves"].keys() == {"random"}
+
+
+def test_classical_quick(runs, tmp_path):
+    init = export_maml_init(runs["maml"], tmp_path / "maml_init")
+    records = classical.main(["--quick", "--datasets", "iris", "--maml-checkpoint", str(init), "--out", str(tmp_path)])
+    models = {r["model"] for r in records}
+    assert {"GPICL (E=1)", "GPICL (E=8)", "LogisticRegression", "HistGradientBoosting", "OnlineSGD (paper SGD)", "MAML"} <= models
+    assert all(r["setting"] == "iris (3-fold CV)" and 0 <= r["acc_mean"] <= 1 and r["fit_s"] > 0 for r in records)
+    data = json.loads((tmp_path / "classical.json").read_text())
+    assert data["where_gpicl_loses"].startswith("GPICL (E=8) has the best mean accuracy on")
+    md = (tmp_path / "classical.md").read_text()
+    assert "## Where GPICL loses" in md and "| iris (3-fold CV) |" in md
+    assert (tmp_path / "classical.png").stat().st_size > 1000
+
+
+def test_where_gpicl_loses_is_computed_from_the_records():
+    def rec(setting, model, acc, n_train=100, t=1.0):
+        return {"setting": setting, "dataset": "x", "n_train": n_train, "model": model, "acc_mean": acc,
+                "acc_std": 0.0, "n_scores": 1, "fit_s": t, "predict_s": t}
+
+    records = [rec("a", "GPICL (E=8)", 0.9, t=3.0), rec("a", "LogisticRegression", 0.8),
+               rec("b", "GPICL (E=8)", 0.5, n_train=1000, t=2.0), rec("b", "LogisticRegression", 0.7), rec("b", "SVC", 0.75)]
+    text = classical.where_gpicl_loses(records, max_context=99)
+    assert "best mean accuracy on 1 of 2 settings (a)" in text
+    assert "b: 0.500 vs SVC 0.750 (-25.0 points)" in text
+    assert "On b the training set exceeds the 8 x 99 = 792 rows" in text
+    assert "median 2.5x the time of LogisticRegression (range 2.0x to 3.0x" in text
