@@ -80,9 +80,10 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         Ensemble members (projections, label assignments and context orders).
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         Where the Transformer runs; ``"auto"`` picks CUDA when available.
-    batch_size : int, default=1024
+    batch_size : int, default=256
         Queries per forward pass; bounds memory (about ``n_estimators * batch_size *
-        4 * d_model`` floats), not the result.
+        4 * d_model`` floats). Every pass has exactly this many rows (the last one padded),
+        so a row's prediction does not depend on which rows are predicted alongside it.
     random_state : int, RandomState instance or None, default=None
         Seeds every random draw of ``fit``; an int makes ``fit`` reproducible.
 
@@ -97,10 +98,12 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
 
     Notes
     -----
-    On CPU the Transformer runs in float64: float32 matrix products give results that
-    depend (by ~1e-6) on how many queries share a forward pass, and predictions should
-    not depend on ``batch_size`` or on which other rows are predicted alongside. On CUDA
-    it runs in float32.
+    The Transformer runs in float32. Matrix-product kernels round differently for
+    different shapes, so every forward pass has exactly ``batch_size`` query rows (the
+    last chunk padded with zeros, which cost time but change nothing: queries do not
+    attend to each other). A row's probabilities are then the same whichever rows share
+    its ``predict_proba`` call; changing ``batch_size`` itself changes them by rounding
+    only (~1e-7).
 
     A fitted estimator pickles without the model weights (it keeps only its own fitted
     arrays and re-reads ``checkpoint`` on first use), so it is small and, fitted on a
@@ -117,7 +120,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     (2, 3)
     """
 
-    def __init__(self, checkpoint="default", n_estimators=8, device="auto", batch_size=1024, random_state=None):
+    def __init__(self, checkpoint="default", n_estimators=8, device="auto", batch_size=256, random_state=None):
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
         self.device = device
@@ -200,11 +203,14 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         X = self._scaler.transform(X).astype(np.float32)
         enc = self._encoded_context()
         proba = np.empty((X.shape[0], len(self.classes_)))
+        chunk = np.zeros((self.batch_size, X.shape[1]), dtype=np.float32)  # fixed shape: see Notes
         for start in range(0, X.shape[0], self.batch_size):
-            queries = enc.embed(X[start : start + self.batch_size])  # (E, Q, d_model)
-            logits = enc.model.predict_logits(enc.cache, queries)  # (E, Q, C)
-            used = logits.gather(2, enc.label_slots[:, None, :].expand(-1, queries.shape[1], -1))
-            proba[start : start + queries.shape[1]] = used.softmax(dim=-1).mean(dim=0).cpu().numpy()
+            rows = X[start : start + self.batch_size]
+            chunk[: len(rows)] = rows
+            chunk[len(rows) :] = 0.0
+            logits = enc.model.predict_logits(enc.cache, enc.embed(chunk))[:, : len(rows)]  # (E, Q, C)
+            used = logits.gather(2, enc.label_slots[:, None, :].expand(-1, len(rows), -1))
+            proba[start : start + len(rows)] = used.softmax(dim=-1, dtype=torch.float64).mean(dim=0).cpu().numpy()
         return proba
 
     def predict(self, X) -> np.ndarray:
@@ -232,12 +238,11 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
                 f"checkpoint {str(self.checkpoint)!r} holds different weights than when this "
                 "estimator was fitted; fit it again"
             )
-        dtype = torch.float64 if device.type == "cpu" else torch.float32  # see Notes
-        model = _inference_model(checkpoint, device, dtype)
+        model = _inference_model(checkpoint, device)
         enc = _EncodedContext(
             device=device,
             model=model,
-            projection=torch.tensor(self._projection, device=device, dtype=dtype),
+            projection=torch.tensor(self._projection, device=device, dtype=torch.float32),
             bias=model.embed_x.bias,
             label_slots=torch.tensor(self._label_slots, device=device),
         )
@@ -268,18 +273,18 @@ class _Lazy:
         self.value: _EncodedContext | None = None
 
 
-# The last model prepared for inference, shared by every estimator using the same weights,
-# device and precision: repeated fits (cross-validation, grid search) neither copy nor
-# convert the weights again. Never mutated once stored.
+# The last model prepared for inference, shared by every estimator using the same weights
+# and device: repeated fits (cross-validation, grid search) neither copy nor move the
+# weights again. Never mutated once stored.
 _SHARED_MODEL: dict[tuple, GPICLTransformer] = {}
 
 
-def _inference_model(checkpoint: Checkpoint, device: torch.device, dtype: torch.dtype) -> GPICLTransformer:
-    key = (checkpoint.sha256, device, dtype)
+def _inference_model(checkpoint: Checkpoint, device: torch.device) -> GPICLTransformer:
+    key = (checkpoint.sha256, device)
     model = _SHARED_MODEL.get(key)
     if model is None:
         # checkpoint.model is a fresh copy (see load_checkpoint), so converting it in place is safe.
-        model = checkpoint.model.to(device, dtype).requires_grad_(False)
+        model = checkpoint.model.to(device).requires_grad_(False)  # float32, as loaded
         _SHARED_MODEL.clear()
         _SHARED_MODEL[key] = model
     return model

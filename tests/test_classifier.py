@@ -103,7 +103,7 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
             with torch.no_grad():
                 logits = model.forward_embedded(tokens[None], labels[None])[0, -1]
             expected[i] += logits[slots].softmax(-1).numpy() / clf.n_estimators
-    np.testing.assert_allclose(proba, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)  # float32 inference
 
 
 def test_projection_is_folded_into_the_input_layer(tiny_checkpoint):
@@ -125,8 +125,8 @@ def test_predictions_do_not_depend_on_batching(tiny_checkpoint):
     full = clf.predict_proba(X)
     chunked = clf.set_params(batch_size=7).predict_proba(X)
     one_by_one = np.vstack([clf.predict_proba(X[i : i + 1]) for i in range(len(X))])
-    np.testing.assert_allclose(chunked, full, rtol=1e-12, atol=0)
-    np.testing.assert_allclose(one_by_one, full, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(one_by_one, full)  # fixed-shape passes: bit-identical
+    np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-7)  # another shape: rounding only
     np.testing.assert_allclose(full.sum(axis=1), 1.0)
 
 
