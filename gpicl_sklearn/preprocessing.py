@@ -2,7 +2,8 @@
 
 :class:`~gpicl_sklearn.GPICLClassifier` prepares each of its ensemble members with:
 
-1. :func:`fit_standardizer`: per-feature z-scores, fitted on all training rows.
+1. :func:`fit_standardizer` / :func:`standardize`: per-feature z-scores, fitted on all
+   training rows, clipped to ``[-Z_CLIP, Z_CLIP]``.
 2. :func:`draw_projection`: a random linear map of the features onto the model's input
    width, from the same distribution as in meta-training.
 3. :func:`draw_label_slots`: a random injective map of the classes onto the model's label
@@ -17,6 +18,15 @@ from __future__ import annotations
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
+# Meta-training inputs are bounded (z-normalised images lie in about [-0.5, 3]); a feature
+# that is almost constant in the training rows (a border pixel, a rare category) gets
+# z-scores in the tens or hundreds, which dominate the random projection. Clipping them
+# recovers most of the lost accuracy: on augmented MNIST test tasks (99 examples) the
+# default checkpoint's 100th prediction is 76% with the dataset-wide z-normalisation of
+# meta-training, 61% with per-feature z-scores and 73% with per-feature z-scores clipped
+# at 3 (FashionMNIST: 65%, 62%, 64%).
+Z_CLIP = 3.0
+
 
 def fit_standardizer(X: np.ndarray) -> StandardScaler:
     """Per-feature standardisation ``(x_j - mean_j) / std_j`` fitted on ``X``.
@@ -26,6 +36,11 @@ def fit_standardizer(X: np.ndarray) -> StandardScaler:
     that are constant in ``X`` get scale 1, so they map to 0 rather than NaN.
     """
     return StandardScaler().fit(X)
+
+
+def standardize(scaler: StandardScaler, X: np.ndarray) -> np.ndarray:
+    """z-scores of ``X`` under ``scaler``, clipped to ``[-Z_CLIP, Z_CLIP]``, float32."""
+    return np.clip(scaler.transform(X), -Z_CLIP, Z_CLIP).astype(np.float32)
 
 
 def draw_projection(rng: np.random.Generator, n_features: int, input_dim: int) -> np.ndarray:

@@ -16,15 +16,20 @@ import numpy as np
 import pytest
 import scipy.sparse
 import torch
+from conftest import TINY_CONFIG, write_tiny_checkpoint
 from sklearn.base import clone
 from sklearn.datasets import load_iris
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from conftest import TINY_CONFIG, write_tiny_checkpoint
-from gpicl_sklearn import CheckpointError, ContextSubsetWarning, GPICLClassifier, load_checkpoint
-from gpicl_sklearn.preprocessing import context_rows
+from gpicl_sklearn import (
+    CheckpointError,
+    ContextSubsetWarning,
+    GPICLClassifier,
+    load_checkpoint,
+)
+from gpicl_sklearn.preprocessing import Z_CLIP, context_rows, standardize
 
 MAX_CONTEXT = TINY_CONFIG.max_len - 1  # 19
 
@@ -91,7 +96,7 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
     # Reference: for each member, the full sequence (context rows, then one query) through
     # the training-time forward pass; the last position's logits over the used slots.
     model = load_checkpoint(tiny_checkpoint).model.double()
-    z = torch.tensor(clf._scaler.transform(X_query).astype(np.float32), dtype=torch.float64)
+    z = torch.tensor(standardize(clf._scaler, X_query), dtype=torch.float64)
     expected = np.zeros_like(proba)
     for e in range(clf.n_estimators):
         M = torch.tensor(clf._projection[e], dtype=torch.float64)
@@ -187,7 +192,7 @@ def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
         clf.fit(X, y)
     assert clf._context_X.shape == (3, MAX_CONTEXT, X.shape[1])
     seen = {tuple(row) for row in clf._context_X.reshape(-1, X.shape[1])}
-    assert seen == {tuple(row) for row in clf._scaler.transform(X).astype(np.float32)}
+    assert seen == {tuple(row) for row in standardize(clf._scaler, X)}
 
     with pytest.warns(ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"):
         clf.set_params(n_estimators=2).fit(X, y)
@@ -306,3 +311,13 @@ def test_cuda_requested_without_cuda(tiny_checkpoint):
 def test_missing_checkpoint(tmp_path: Path):
     with pytest.raises(CheckpointError, match="checkpoint file is missing"):
         GPICLClassifier(checkpoint=tmp_path).fit(*small_problem())
+
+
+def test_outlying_feature_values_are_clipped(tiny_checkpoint):
+    X, y = small_problem(n=30)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(X, y)
+    edge, far = X[:3].copy(), X[:3].copy()
+    edge[:, 0] = clf._scaler.mean_[0] + Z_CLIP * clf._scaler.scale_[0]
+    far[:, 0] = 1e6
+    np.testing.assert_array_equal(clf.predict_proba(far), clf.predict_proba(edge))
+    assert not np.array_equal(clf.predict_proba(edge), clf.predict_proba(X[:3]))
