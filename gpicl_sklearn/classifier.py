@@ -18,11 +18,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from gpicl_sklearn.checkpoint import Checkpoint, load_checkpoint
 from gpicl_sklearn.model import ContextCache, GPICLTransformer
 from gpicl_sklearn.preprocessing import (
+    ClippedStandardizer,
     context_rows,
     draw_label_slots,
     draw_projection,
-    fit_standardizer,
-    standardize,
 )
 
 
@@ -50,8 +49,9 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     influence each other and the context is encoded once, in ``fit``.
 
     **Projection.** A table with :math:`d` features is standardised per feature,
-    :math:`z = \mathrm{clip}((x - \mu) / \sigma, -3, 3)` (see
-    :data:`gpicl_sklearn.preprocessing.Z_CLIP`), and projected, :math:`\tilde x = A^\top z` with
+    :math:`z = \mathrm{clip}((x - \mu) / \sigma, -3, 3) / r` with :math:`r` the
+    root-mean-square of the clipped training values (see
+    :class:`gpicl_sklearn.preprocessing.ClippedStandardizer`), and projected, :math:`\tilde x = A^\top z` with
     :math:`A \in \mathbb{R}^{d \times N_x}`, :math:`A_{jk} \sim \mathcal N(0, 1/d)`:
     the task augmentation of meta-training, so any table is just another unseen task.
 
@@ -178,8 +178,8 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             (torch.from_numpy(draw_projection(rng, n_features, cfg.input_dim)) @ weight_t).numpy()
             for _ in range(self.n_estimators)
         ])
-        scaler = fit_standardizer(X)
-        X = standardize(scaler, X)
+        scaler = ClippedStandardizer().fit(X)
+        X = scaler.transform(X)
 
         # Fitted state is numpy only (picklable, device-free); torch state lives in _encoded.
         self.classes_ = classes
@@ -207,7 +207,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        X = standardize(self._scaler, X)
+        X = self._scaler.transform(X)
         enc = self._encoded_context()
         proba = np.empty((X.shape[0], len(self.classes_)))
         chunk = np.zeros((self.batch_size, X.shape[1]), dtype=np.float32)  # fixed shape: see Notes

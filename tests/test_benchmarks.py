@@ -10,9 +10,10 @@ import json
 
 import pytest
 import torch
-
-from benchmarks import classical, curves, table2
 from test_baselines import write_run
+
+from benchmarks import classical, curves, normalisation, table2
+from tests.helpers import write_tiny_mnist
 from training.learners import build_learner
 from training.online_sgd import export_maml_init
 
@@ -112,3 +113,11 @@ def test_where_gpicl_loses_is_computed_from_the_records():
     assert "b: 0.500 vs SVC 0.750 (-25.0 points)" in text
     assert "On b the training set exceeds the 8 x 99 = 792 rows" in text
     assert "median 2.5x the time of LogisticRegression (range 2.0x to 3.0x" in text
+
+
+def test_normalisation_quick(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GPICL_DATA_ROOT", str(write_tiny_mnist(tmp_path / "data", n_train=20, n_test=40)))
+    out = tmp_path / "normalisation.md"
+    normalisation.main(["--quick", "--datasets", "mnist", "--out", str(out)])
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| mnist"))
+    assert row.count("%") == 4

@@ -29,7 +29,7 @@ from gpicl_sklearn import (
     GPICLClassifier,
     load_checkpoint,
 )
-from gpicl_sklearn.preprocessing import Z_CLIP, context_rows, standardize
+from gpicl_sklearn.preprocessing import Z_CLIP, ClippedStandardizer, context_rows
 
 MAX_CONTEXT = TINY_CONFIG.max_len - 1  # 19
 
@@ -96,7 +96,7 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
     # Reference: for each member, the full sequence (context rows, then one query) through
     # the training-time forward pass; the last position's logits over the used slots.
     model = load_checkpoint(tiny_checkpoint).model.double()
-    z = torch.tensor(standardize(clf._scaler, X_query), dtype=torch.float64)
+    z = torch.tensor(clf._scaler.transform(X_query), dtype=torch.float64)
     expected = np.zeros_like(proba)
     for e in range(clf.n_estimators):
         M = torch.tensor(clf._projection[e], dtype=torch.float64)
@@ -192,7 +192,7 @@ def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
         clf.fit(X, y)
     assert clf._context_X.shape == (3, MAX_CONTEXT, X.shape[1])
     seen = {tuple(row) for row in clf._context_X.reshape(-1, X.shape[1])}
-    assert seen == {tuple(row) for row in standardize(clf._scaler, X)}
+    assert seen == {tuple(row) for row in clf._scaler.transform(X)}
 
     with pytest.warns(ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"):
         clf.set_params(n_estimators=2).fit(X, y)
@@ -317,7 +317,20 @@ def test_outlying_feature_values_are_clipped(tiny_checkpoint):
     X, y = small_problem(n=30)
     clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(X, y)
     edge, far = X[:3].copy(), X[:3].copy()
-    edge[:, 0] = clf._scaler.mean_[0] + Z_CLIP * clf._scaler.scale_[0]
+    edge[:, 0] = clf._scaler.scaler_.mean_[0] + Z_CLIP * clf._scaler.scaler_.scale_[0]
     far[:, 0] = 1e6
     np.testing.assert_array_equal(clf.predict_proba(far), clf.predict_proba(edge))
     assert not np.array_equal(clf.predict_proba(edge), clf.predict_proba(X[:3]))
+
+
+def test_clipped_standardizer_bounds_and_scales_the_inputs():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4)) * [1.0, 10.0, 0.1, 0.0]  # the last feature is constant
+    X[0, 0] = 50.0  # an outlier: z ~ 50 before clipping
+    Z = ClippedStandardizer().fit(X).transform(X)
+    assert Z.dtype == np.float32
+    np.testing.assert_allclose(np.sqrt(np.mean(Z.astype(np.float64) ** 2)), 1.0, rtol=1e-5)
+    scaler = ClippedStandardizer().fit(X)
+    assert np.abs(Z).max() <= Z_CLIP / scaler.rms_ * (1 + 1e-6)
+    np.testing.assert_array_equal(Z[:, 3], 0.0)
+    np.testing.assert_array_equal(ClippedStandardizer().fit(np.ones((5, 2))).transform(np.ones((5, 2))), 0.0)
