@@ -44,14 +44,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
 from gpicl_sklearn.checkpoint import CheckpointError
-from gpicl_sklearn.preprocessing import draw_label_slots, draw_projection, fit_standardizer
+from gpicl_sklearn.preprocessing import (
+    draw_label_slots,
+    draw_projection,
+    encode_labels,
+    fit_standardizer,
+)
 
 MAML_FORMAT_VERSION = 1
 MAML_MODEL_TYPE = "gpicl-maml-init"
@@ -328,11 +331,7 @@ class _OnlineLinearClassifier(ClassifierMixin, BaseEstimator):
         _check_positive_int(self.n_epochs, "n_epochs")
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        classes, y = encoder.classes_, encoder.transform(y)
-        if len(classes) < 2:
-            raise ValueError(f"y has 1 class ({classes.tolist()[0]!r}); a classifier needs at least 2 classes")
+        classes, y = encode_labels(y)
         scaler = fit_standardizer(X)
         z = np.tile(scaler.transform(X), (self.n_epochs, 1))
         coef, intercept = self._learn(z, np.tile(y, self.n_epochs), len(classes))

@@ -10,9 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import check_random_state
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gpicl_sklearn.checkpoint import Checkpoint, load_checkpoint
@@ -22,6 +20,7 @@ from gpicl_sklearn.preprocessing import (
     context_rows,
     draw_label_slots,
     draw_projection,
+    encode_labels,
 )
 
 
@@ -152,11 +151,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         _check_positive_int(self.n_estimators, "n_estimators")
         _check_positive_int(self.batch_size, "batch_size")
         X, y = validate_data(self, X, y, dtype=np.float64)
-        check_classification_targets(y)
-        encoder = LabelEncoder().fit(y)
-        classes, y = encoder.classes_, encoder.transform(y)
-        if len(classes) < 2:
-            raise ValueError(f"y has 1 class ({classes.tolist()[0]!r}); a classifier needs at least 2 classes")
+        classes, y = encode_labels(y)
         checkpoint = load_checkpoint(self.checkpoint)
         cfg = checkpoint.model.cfg
         if len(classes) > cfg.num_classes:

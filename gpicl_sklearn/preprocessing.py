@@ -17,7 +17,20 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import LabelEncoder, StandardScaler
+from sklearn.utils.multiclass import check_classification_targets
+
+
+def encode_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, codes)``: the sorted class labels (any type) and ``y`` as ``0..k-1``.
+
+    Raises ``ValueError`` for regression targets or a single class.
+    """
+    check_classification_targets(y)
+    encoder = LabelEncoder().fit(y)
+    if len(encoder.classes_) < 2:
+        raise ValueError(f"y has 1 class ({encoder.classes_.tolist()[0]!r}); a classifier needs at least 2 classes")
+    return encoder.classes_, encoder.transform(y)
 
 
 def fit_standardizer(X: np.ndarray) -> StandardScaler:

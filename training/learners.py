@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpicl_sklearn.model import GPICLConfig, GPICLTransformer
+from training.batch import check_batch
 from training.online_sgd import OnlineSGDConfig, OnlineSGDLearner
 
 
@@ -45,12 +46,7 @@ def _check_positive_ints(cfg: object) -> None:
 
 def _tokens(x: Tensor, y: Tensor, input_dim: int, num_classes: int) -> Tensor:
     """``concat(x_i, onehot(y_{i-1}))`` for every position, ``(B, L, input_dim + C)``."""
-    if x.ndim != 3 or x.shape[-1] != input_dim:
-        raise ValueError(f"x must have shape (B, L, {input_dim}), got {tuple(x.shape)}")
-    if y.shape != x.shape[:2]:
-        raise ValueError(f"y must have shape {tuple(x.shape[:2])} to match x, got {tuple(y.shape)}")
-    if y.dtype != torch.long:
-        raise ValueError(f"y must be int64 (long) class indices, got {y.dtype}")
+    check_batch(x, y, input_dim)
     prev = F.one_hot(y[:, :-1], num_classes).to(x.dtype)
     prev = F.pad(prev, (0, 0, 1, 0))  # no label before the first example
     return torch.cat([x, prev], dim=-1)

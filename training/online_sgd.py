@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from gpicl_sklearn.baselines import online_adam, online_sgd, save_maml_init
+from training.batch import check_batch
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,6 @@ class OnlineSGDConfig:
                 raise ValueError(f"OnlineSGDConfig.{f.name} must be a positive int, got {value!r}")
         if not (isinstance(self.inner_lr, (int, float)) and math.isfinite(self.inner_lr) and self.inner_lr > 0):
             raise ValueError(f"OnlineSGDConfig.inner_lr must be a positive number, got {self.inner_lr!r}")
-
-
-def _check_batch(x: Tensor, y: Tensor, input_dim: int) -> None:
-    if x.ndim != 3 or x.shape[-1] != input_dim:
-        raise ValueError(f"x must have shape (B, L, {input_dim}), got {tuple(x.shape)}")
-    if y.shape != x.shape[:2]:
-        raise ValueError(f"y must have shape {tuple(x.shape[:2])} to match x, got {tuple(y.shape)}")
-    if y.dtype != torch.long:
-        raise ValueError(f"y must be int64 (long) class indices, got {y.dtype}")
 
 
 class OnlineSGDLearner(nn.Module):
@@ -83,7 +75,7 @@ class OnlineSGDLearner(nn.Module):
         return self.log_lr.exp().item()
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        _check_batch(x, y, self.cfg.input_dim)
+        check_batch(x, y, self.cfg.input_dim)
         with torch.autocast(x.device.type, enabled=False):
             return online_sgd(x.float(), y, self.weight, self.bias, self.log_lr.exp()).logits
 
@@ -104,7 +96,9 @@ class OnlineAdamLearner(nn.Module):
 
 def export_maml_init(run: Path, out: Path) -> Path:
     """Write the meta-learned initialisation of MAML run ``run`` to ``out`` (see module docstring)."""
-    from training.evaluate import load_run  # here, not at the top: evaluate imports learners, which import us
+    from training.evaluate import (
+        load_run,  # here, not at the top: evaluate imports learners, which import us
+    )
 
     learner, cfg, step = load_run(run)
     if cfg["learner"] != "maml":  # by name: under `python -m` this module is __main__, not the registered class's
