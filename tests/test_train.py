@@ -276,3 +276,16 @@ def test_biased_permutations_stop_after_biased_steps(env_root, tmp_path, monkeyp
     monkeypatch.setattr(TaskSampler, "sample", recording_sample)
     train(tiny_config(tmp_path / "run", steps=6, biased_fraction=0.5, biased_steps=4))
     assert seen == [0.5] * 4 + [0.0] * 2
+
+
+def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_path):
+    from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = tiny_config(tmp_path / "a", steps=4)
+    trained = train(cfg)
+    published = save_checkpoint(trained, tmp_path / "ckpt", preprocessing={}, training={}, metrics={},
+                                dtype=torch.float32)
+    resumed = train(tiny_config(tmp_path / "b", steps=4, init_from=str(published), lr=0.0))
+    expected = load_checkpoint(published).model.state_dict()
+    for name, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected[name])

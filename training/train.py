@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gpicl_sklearn.checkpoint import load_checkpoint
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.learners import build_learner
@@ -56,6 +57,7 @@ class TrainConfig:
     # learner
     learner: str = "transformer"
     learner_kwargs: dict = field(default_factory=dict)
+    init_from: str | None = None  # start a new run from these gpicl_sklearn checkpoint weights
     # optimisation
     batch_size: int = 128  # sequences per process and step
     steps: int = 10_000
@@ -179,6 +181,9 @@ def train(cfg: TrainConfig) -> nn.Module:
 
     step = 0
     state_dir = out_dir / "state"
+    if cfg.init_from and not (state_dir / "meta.json").exists():
+        # Weights only (fp16 in a published checkpoint): the optimiser starts afresh.
+        learner.load_state_dict(load_checkpoint(cfg.init_from).model.state_dict())
     if (state_dir / "meta.json").exists():
         saved = read_meta(state_dir)["config"]
         if saved["world_size"] != world:
