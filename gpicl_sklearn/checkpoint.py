@@ -54,7 +54,8 @@ class Checkpoint:
     Attributes
     ----------
     model : GPICLTransformer
-        float32, eval mode, on CPU; a fresh copy on every load, so the caller may modify it.
+        float32, eval mode, on CPU; a fresh copy on every load, so the caller may modify it
+        (with ``load_checkpoint(..., shared=True)``: the cached model, read-only).
     config : dict
         The parsed ``config.json``.
     source : str
@@ -156,7 +157,9 @@ def _default_card(config: dict) -> str:
     )
 
 
-def load_checkpoint(source: str | os.PathLike = "default", *, revision: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    source: str | os.PathLike = "default", *, revision: str | None = None, shared: bool = False
+) -> Checkpoint:
     """Load a checkpoint.
 
     Parameters
@@ -172,6 +175,10 @@ def load_checkpoint(source: str | os.PathLike = "default", *, revision: str | No
            only).
     revision : str, optional
         Hub branch, tag or commit; only for Hub ids.
+    shared : bool, default=False
+        Return the model cached for these files instead of a fresh copy: no copy, no
+        module construction, so repeated loads (an estimator's ``fit`` in a grid search)
+        cost almost nothing. The shared model must not be modified.
 
     Returns
     -------
@@ -188,7 +195,7 @@ def load_checkpoint(source: str | os.PathLike = "default", *, revision: str | No
             raise ValueError("revision applies to Hub repository ids only, not to 'default'")
         bundled = files("gpicl_sklearn") / "checkpoints" / "default"
         with as_file(bundled / WEIGHTS_NAME) as weights, as_file(bundled / CONFIG_NAME) as config:
-            return _load_files(weights, config, "default")
+            return _load_files(weights, config, "default", shared)
     path = Path(source).expanduser()
     if path.exists():
         if revision is not None:
@@ -206,7 +213,7 @@ def load_checkpoint(source: str | os.PathLike = "default", *, revision: str | No
             f"checkpoint {str(source)!r} is neither 'default', an existing folder or file, "
             "nor a Hugging Face Hub repository id of the form 'owner/name'"
         )
-    return _load_files(weights, config, str(source))
+    return _load_files(weights, config, str(source), shared)
 
 
 def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
@@ -246,30 +253,31 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
     return Path(weights), Path(config)
 
 
-def _load_files(weights: Path, config: Path, source: str) -> Checkpoint:
+def _load_files(weights: Path, config: Path, source: str, shared: bool) -> Checkpoint:
     for path in (weights, config):
         if not path.is_file():
             raise CheckpointError(f"{path}: checkpoint file is missing")
     stamp = tuple((p.stat().st_mtime_ns, p.stat().st_size) for p in (weights, config))
-    config_dict, cfg, tensors, sha256 = _read_files(str(weights.resolve()), str(config.resolve()), stamp)
-    model = _empty_model(cfg)
-    model.load_state_dict({k: v.clone() for k, v in tensors.items()}, assign=True)  # a copy: callers may mutate
-    return Checkpoint(model=model.eval(), config=copy.deepcopy(config_dict), source=source, sha256=sha256)
+    config_dict, cached, sha256 = _read_files(str(weights.resolve()), str(config.resolve()), stamp)
+    model = cached if shared else copy.deepcopy(cached)  # a copy: callers may mutate it
+    return Checkpoint(model=model, config=copy.deepcopy(config_dict), source=source, sha256=sha256)
 
 
 # Keyed by the files' paths, modification times and sizes, so repeated fits (e.g. in
 # GridSearchCV) skip the disk and the checks, while a checkpoint rewritten in place is read
-# again. Holds float32 tensors that are only ever copied.
+# again. Holds a float32 eval-mode model that is only shared read-only or copied.
 @functools.lru_cache(maxsize=4)
-def _read_files(weights: str, config_path: str, stamp: tuple) -> tuple[dict, GPICLConfig, dict, str]:
+def _read_files(weights: str, config_path: str, stamp: tuple) -> tuple[dict, GPICLTransformer, str]:
     config, cfg = _read_config(Path(config_path))
     data = Path(weights).read_bytes()
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file (corrupt or truncated?): {e}") from e
-    _check_tensors(tensors, _empty_model(cfg), weights)
-    return config, cfg, {k: v.float() for k, v in tensors.items()}, hashlib.sha256(data).hexdigest()
+    model = _empty_model(cfg)
+    _check_tensors(tensors, model, weights)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
+    return config, model.eval(), hashlib.sha256(data).hexdigest()
 
 
 def _empty_model(cfg: GPICLConfig) -> GPICLTransformer:

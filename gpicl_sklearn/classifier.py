@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -152,7 +153,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         _check_positive_int(self.batch_size, "batch_size")
         X, y = validate_data(self, X, y, dtype=np.float64)
         classes, y = encode_labels(y)
-        checkpoint = load_checkpoint(self.checkpoint)
+        checkpoint = load_checkpoint(self.checkpoint, shared=True)  # read-only: see _inference_model
         cfg = checkpoint.model.cfg
         if len(classes) > cfg.num_classes:
             raise ValueError(
@@ -234,7 +235,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         enc = self._encoded.value
         if enc is not None and enc.device == device:
             return enc
-        checkpoint = checkpoint or load_checkpoint(self.checkpoint)
+        checkpoint = checkpoint or load_checkpoint(self.checkpoint, shared=True)
         if checkpoint.sha256 != self._checkpoint_sha256:
             raise ValueError(
                 f"checkpoint {str(self.checkpoint)!r} holds different weights than when this "
@@ -245,7 +246,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             device=device,
             model=model,
             projection=torch.tensor(self._projection, device=device, dtype=torch.float32),
-            bias=model.embed_x.bias,
+            bias=model.embed_x.bias.detach(),
             label_slots=torch.tensor(self._label_slots, device=device),
         )
         enc.cache = model.encode_context(enc.embed(self._context_X), torch.tensor(self._context_y, device=device))
@@ -275,21 +276,21 @@ class _Lazy:
         self.value: _EncodedContext | None = None
 
 
-# The last model prepared for inference, shared by every estimator using the same weights
+# The last model moved to an accelerator, shared by every estimator using the same weights
 # and device: repeated fits (cross-validation, grid search) neither copy nor move the
 # weights again. Never mutated once stored.
-_SHARED_MODEL: dict[tuple, GPICLTransformer] = {}
+_DEVICE_MODEL: dict[tuple, GPICLTransformer] = {}
 
 
 def _inference_model(checkpoint: Checkpoint, device: torch.device) -> GPICLTransformer:
+    """The checkpoint's shared, read-only model on ``device`` (inference runs under no_grad)."""
+    if device.type == "cpu":
+        return checkpoint.model
     key = (checkpoint.sha256, device)
-    model = _SHARED_MODEL.get(key)
-    if model is None:
-        # checkpoint.model is a fresh copy (see load_checkpoint), so converting it in place is safe.
-        model = checkpoint.model.to(device).requires_grad_(False)  # float32, as loaded
-        _SHARED_MODEL.clear()
-        _SHARED_MODEL[key] = model
-    return model
+    if key not in _DEVICE_MODEL:
+        _DEVICE_MODEL.clear()
+        _DEVICE_MODEL[key] = copy.deepcopy(checkpoint.model).to(device)  # .to would move the shared model
+    return _DEVICE_MODEL[key]
 
 
 def _resolve_device(device) -> torch.device:

@@ -76,10 +76,16 @@ def test_loads_are_independent_and_rewrites_are_seen(tmp_path: Path):
     assert not torch.equal(a.model.head.weight, b.model.head.weight)  # ... without touching others
     assert_same_weights(tiny_model(0), load_checkpoint(tmp_path).model)
 
+    shared = load_checkpoint(tmp_path, shared=True)
+    assert load_checkpoint(tmp_path, shared=True).model is shared.model  # no copy, no rebuild
+    assert shared.model is not load_checkpoint(tmp_path).model
+    assert_same_weights(tiny_model(0), shared.model)  # a's modification did not reach the cache
+
     write_tiny_checkpoint(tmp_path, seed=1)  # rewritten in place: not served from the cache
     reloaded = load_checkpoint(tmp_path)
     assert reloaded.sha256 != a.sha256
     assert_same_weights(tiny_model(1), reloaded.model)
+    assert_same_weights(tiny_model(1), load_checkpoint(tmp_path, shared=True).model)
 
 
 def test_save_rejects_bad_arguments(tmp_path: Path):
