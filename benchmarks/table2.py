@@ -117,7 +117,8 @@ class TestTimeEnsemble(nn.Module):
 class _Data:
     """Test splits preprocessed once per (dataset, image size, channels)."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
+        self.device = device
         self._cache: dict[tuple, tuple[Tensor, Tensor] | str] = {}
 
     def get(self, name: str, size: int | None, channels: int) -> tuple[Tensor, Tensor] | str:
@@ -125,7 +126,7 @@ class _Data:
         key = (name, size, channels)
         if key not in self._cache:
             try:
-                self._cache[key] = load_dataset(name, "test", size=size, channels=channels)
+                self._cache[key] = load_dataset(name, "test", size=size, channels=channels, device=self.device)
             except DatasetUnavailableError as err:
                 self._cache[key] = str(err)
         return self._cache[key]
@@ -149,9 +150,10 @@ def _evaluate(learners: list[tuple[nn.Module, dict]], datasets: list[str], data:
     return out
 
 
-def _load_learner(run: Path, method: Method, loaded: dict, members: int) -> tuple[nn.Module, dict, int]:
+def _load_learner(run: Path, method: Method, loaded: dict, members: int, device: torch.device) -> tuple[nn.Module, dict, int]:
     if run not in loaded:
-        loaded[run] = load_run(run)
+        learner, cfg, step = load_run(run)
+        loaded[run] = learner.to(device), cfg, step
     learner, cfg, step = loaded[run]
     if cfg["learner"] != method.learner:
         raise ValueError(f"{run} meta-trained learner {cfg['learner']!r}, but {method.name} needs {method.learner!r}")
@@ -168,7 +170,7 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
     start = time.perf_counter()
     if method.learner is None:
         prep = {"image_size": args.image_size, "channels": args.channels, "out_dim": None, "num_classes": 10}
-        learners = [(OnlineAdamLearner(num_classes=10, lr=1e-3), prep)]
+        learners = [(OnlineAdamLearner(num_classes=10, lr=1e-3).to(data.device), prep)]
         result["setup"] = f"linear, zero init, Adam lr 1e-3, one step per example; inputs {args.image_size}x{args.image_size}x{args.channels}"
     else:
         present = [r for r in runs if (r / "state" / "meta.json").is_file()]
@@ -178,7 +180,7 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
             return result
         learners, result["runs"] = [], []
         for run in present:
-            learner, prep, step = _load_learner(run, method, loaded, args.members)
+            learner, prep, step = _load_learner(run, method, loaded, args.members, data.device)
             learners.append((learner, prep))
             result["runs"].append({"path": str(run), "step": step})
         if method.ensemble:
@@ -238,7 +240,7 @@ def markdown(results: dict, protocol: dict) -> str:
         f"Protocol: {protocol['n_tasks']} unseen tasks (fresh projection and label permutation) x "
         f"{protocol['n_seqs']} sequences of {protocol['length']} test examples per dataset and run, "
         f"task seed {protocol['seed']}; 95% CI over (run, task) pairs (normal approximation). "
-        f"Made by `{protocol['command']}`.",
+        f"Made by `{protocol['command']}` on {protocol.get('device', 'cpu')}.",
     ]
     return "\n".join(lines)
 
@@ -257,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="meta-test task seed")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 tasks x 4 sequences, 2 ensemble members")
+    parser.add_argument("--device", default="cpu", help="torch device of the evaluation (cuda autocasts to bf16)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     # Flags given explicitly win over --quick, which wins over the full defaults.
@@ -272,9 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     command = "python -m benchmarks.table2 " + " ".join(argv if argv is not None else sys.argv[1:])
     protocol = {"datasets": datasets, "n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": args.length,
-                "seed": args.seed, "members": args.members, "command": command.strip(),
+                "seed": args.seed, "members": args.members, "command": command.strip(), "device": args.device,
                 "ci": "95% normal approximation over (run, task) pairs"}
-    data, loaded = _Data(), {}
+    data, loaded = _Data(torch.device(args.device)), {}
     results = {}
     for method in METHODS:
         runs = [Path(p) for p in getattr(args, method.runs_flag).split(",") if p] if method.runs_flag else []
