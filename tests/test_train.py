@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import runpy
 import os
 import subprocess
 import sys
@@ -289,3 +290,25 @@ def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_
     expected = load_checkpoint(published).model.state_dict()
     for name, value in resumed.state_dict().items():
         torch.testing.assert_close(value, expected[name])
+
+
+def test_decay_config_continues_a_copy_of_a_run_down_to_the_lr_floor(env_root, tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"
+    train(tiny_config(source, steps=8, log_every=4, max_minutes=None))
+    rate = [r for r in records(source) if "loss" in r][-1]["steps_per_s"]
+    minutes = (75 + 4.5 / rate) / 60  # start-up allowance + time for about 4 steps
+    decay_config = runpy.run_path(str(REPO / "training" / "jobs" / "decay_config.py"))["main"]
+    decay_config(str(source), str(target), str(minutes))
+
+    cfg = config_from_args(["--config", str(target / "continue.json"), "--log-every", "1"])
+    assert (cfg.steps, cfg.lr_schedule, cfg.out_dir) == (8 + cfg.decay_steps, "wsd", str(target))
+    assert cfg.decay_steps >= 1
+    train(cfg)
+    assert read_meta(source / "state")["step"] == 8  # the source run is left as it was
+    logged = [r for r in records(target) if "lr" in r]
+    assert logged[0]["step"] == 4 and logged[-1]["step"] == cfg.steps  # resumed, not restarted
+    decayed = [r["lr"] for r in logged if r["step"] > 8]
+    assert len(decayed) == cfg.decay_steps and decayed == sorted(decayed, reverse=True) and decayed[-1] < cfg.lr / 2
+    expected = [lr_at(s, base=cfg.lr, schedule="wsd", total=cfg.steps, warmup=cfg.warmup_steps,
+                      min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps) for s in range(8, cfg.steps)]
+    assert decayed == pytest.approx(expected)

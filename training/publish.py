@@ -2,13 +2,16 @@
 
     python -m training.publish --run runs/default --out gpicl_sklearn/checkpoints/default
     python -m training.publish --run runs/default --out /tmp/ckpt --repo-id owner/gpicl-mnist
+    python -m training.publish --checkpoint /tmp/ckpt --out /tmp/ckpt   # re-evaluate what ships
 
-Reads the run's resumable state (``<run>/state``), meta-tests the learner on unseen
-tasks from the test split of every dataset (accuracy of the ``L``-th prediction after
-``L-1`` examples, paper Table 2 protocol), and writes ``model.safetensors`` (fp16),
-``config.json`` and a model card ``README.md`` in huggingface-hub layout. With
-``--repo-id`` the folder is uploaded via ``HfApi.upload_folder`` (needs a token and a
-network).
+Reads the run's resumable state (``<run>/state``), or a folder this command wrote before
+(``--checkpoint``: its fp16 weights and the training record in its ``config.json``, so
+the card measures exactly the weights that ship, on any device), meta-tests the learner
+on unseen tasks from the test split of every dataset (accuracy of the ``L``-th
+prediction after ``L-1`` examples, paper Table 2 protocol), and writes
+``model.safetensors`` (fp16), ``config.json`` and a model card ``README.md`` in
+huggingface-hub layout. With ``--repo-id`` the folder is uploaded via
+``HfApi.upload_folder`` (needs a token and a network).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gpicl_sklearn.checkpoint import save_checkpoint
+from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
 from training.evaluate import ALL_DATASETS, evaluate_datasets, load_run
 
 PAPER_GPICL = {"mnist": 73.70, "fashion_mnist": 62.24, "kmnist": 53.39, "random": 100.0, "cifar10": 19.40, "svhn": 14.58}
@@ -37,6 +40,12 @@ def metrics_table(results: dict) -> str:
         ours = f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"]
         rows.append(f"| {name} | {ours} | {PAPER_GPICL.get(name, '')} | {PAPER_VSML.get(name, '')} |")
     return "\n".join(rows)
+
+
+def _bias_text(cfg: dict) -> str:
+    share = f"{100 * cfg['biased_fraction']:.0f}% of every batch on one fixed permutation"
+    until = cfg.get("biased_steps")
+    return share if until is None else f"{share} for the first {until} steps, none after"
 
 
 def model_card(cfg: dict, step: int, results: dict, protocol: dict, command: str) -> str:
@@ -58,7 +67,7 @@ Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 ## Meta-training
 - Tasks: MNIST training split, images resized to {cfg['image_size']}x{cfg['image_size']}x{cfg['channels']} and
   z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {cfg['num_tasks'] or 'infinity'} tasks)
-  and label permutation; {100 * cfg['biased_fraction']:.0f}% of every batch on one fixed permutation.
+  and label permutation; {_bias_text(cfg)}.
 - Sequences of {cfg['length']} examples; loss: cross-entropy of every prediction of every prefix.
 - Learner: `{cfg['learner']}` {json.dumps(cfg['learner_kwargs'])} (paper defaults unless listed).
 - {step} steps of {cfg['batch_size']} sequences per GPU x {world} GPUs = {cfg['batch_size'] * world} per step;
@@ -68,7 +77,8 @@ Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 
 ## Meta-test (unseen tasks, test splits)
 Accuracy of the {cfg['length']}th prediction after {cfg['length'] - 1} examples; {protocol['n_tasks']} unseen tasks
-(fresh projection and permutation) x {protocol['n_seqs']} sequences per dataset, 95% CI over tasks.
+(fresh projection and permutation) x {protocol['n_seqs']} sequences per dataset, 95% CI over tasks;
+the fp16 weights of this folder evaluated in {protocol['precision']} on {protocol['device']}.
 
 {metrics_table(results)}
 
@@ -80,7 +90,9 @@ Made by: `{command}`
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="training run folder (holds state/)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="training run folder (holds state/)")
+    source.add_argument("--checkpoint", type=Path, help="a folder written by this command (re-evaluate, re-card)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
     parser.add_argument("--n-tasks", type=int, default=64)
@@ -90,10 +102,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
 
-    learner, cfg, step = load_run(args.run)
+    if args.run is not None:
+        learner, cfg, step = load_run(args.run)
+        earlier = None
+        # Evaluate what ships: the weights rounded to fp16 as save_checkpoint stores them.
+        learner.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                 for k, v in learner.state_dict().items()})
+    else:
+        loaded = load_checkpoint(args.checkpoint)
+        learner, cfg, step = loaded.model, loaded.config["training"]["config"], loaded.config["training"]["steps"]
+        earlier = loaded.config["training"].get("made_by")
     device = torch.device(args.device)
     protocol = {"n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": cfg["length"], "seed": args.seed,
-                "split": "test", "tasks": "unseen (fresh projection and permutation)"}
+                "split": "test", "tasks": "unseen (fresh projection and permutation)", "device": device.type,
+                "precision": "bf16 autocast" if device.type == "cuda" else "float32"}
     results = evaluate_datasets(
         learner.to(device), args.datasets.split(","), device=device, image_size=cfg["image_size"],
         channels=cfg["channels"], out_dim=cfg["input_dim"], num_classes=cfg["num_classes"],
@@ -110,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
                      "normalisation": "one mean and std per dataset split (images)",
                      "projection": "A ~ N(0, 1/n_in), n_in -> input_dim"}
     training = {"config": cfg, "steps": step, "made_by": command}
+    if earlier:
+        training["weights_published_by"] = earlier
     save_checkpoint(learner.cpu(), args.out, preprocessing=preprocessing, training=training, metrics=metrics,
                     model_card=model_card(cfg, step, results, protocol, command))
     (args.out / "eval_curves.json").write_text(json.dumps({"protocol": protocol, "results": results}))

@@ -10,36 +10,20 @@ export GPICL_DATA_ROOT=$PWD/data_cache PYTHONUNBUFFERED=1
 MIN=${MINUTES:-7}
 OUT=${OUT:-runs/out}; mkdir -p $OUT
 
-# Pick the winner, write its training config for the continuation, and size the decay from
-# its measured steps/s so that the lr reaches its floor as the time runs out.
-python - "$MIN" <<'PY'
-import json, shutil, sys
+# Pick the winner and continue a copy of it with a decay sized to this call's minutes.
+WIN=$(python - <<'PY'
+import json
 from pathlib import Path
-minutes = float(sys.argv[1])
 score = {}
 for name in "ABC":
-    f = Path(f"runs/{name}/final_eval.json")
-    if f.exists():
-        r = json.loads(f.read_text())["results"]
-        score[name] = (r["mnist"]["final_acc"] + r["fashion_mnist"]["final_acc"]) / 2
-print("scores", score)
-win = max(score, key=score.get)
-shutil.rmtree("runs/final", ignore_errors=True)
-shutil.copytree(f"runs/{win}", "runs/final")
-cfg = json.loads(Path(f"runs/{win}/state/meta.json").read_text())["config"]
-logs = [json.loads(l) for l in open(f"runs/{win}/metrics.jsonl") if '"loss"' in l]
-step, rate = logs[-1]["step"], logs[-1]["steps_per_s"]
-n = int(rate * (minutes * 60 - 75))  # 75 s: start-up and compilation
-cfg.update(steps=step + n, lr_schedule="wsd", decay_steps=n, out_dir="runs/final", max_minutes=minutes, init_from=None)
-for key in ("world_size", "input_dim"):
-    cfg.pop(key)
-Path("runs/final/continue.json").write_text(json.dumps(cfg, indent=1))
-Path("runs/final/winner.txt").write_text(f"{win} {score}\n")
-c_step = json.loads(Path("runs/C/state/meta.json").read_text())["step"]
-Path("runs/c_steps.txt").write_text(str(c_step))
-print(f"winner {win} at step {step}; continuing for {n} steps; C took {c_step} steps")
+    r = json.loads(Path(f"runs/{name}/final_eval.json").read_text())["results"]
+    score[name] = (r["mnist"]["final_acc"] + r["fashion_mnist"]["final_acc"]) / 2
+print(max(score, key=score.get))
+Path("runs/winner.txt").write_text(f"{score}\n")
 PY
-C_STEPS=$(cat runs/c_steps.txt)
+)
+python training/jobs/decay_config.py runs/$WIN runs/final $MIN
+C_STEPS=$(python -c "import json; print(json.load(open('runs/C/state/meta.json'))['step'])")
 
 CUDA_VISIBLE_DEVICES=0 python -m training.train --config runs/final/continue.json > runs/final.log 2>&1 &
 for seed in 2 3; do
@@ -56,14 +40,16 @@ for seed in 0 1 2; do
 done
 wait
 
-runs() { ls -d "$@" 2>/dev/null | paste -sd, -; }
-CUDA_VISIBLE_DEVICES=0 python -m training.publish --run runs/final --out $OUT/ckpt --n-tasks 128 --n-seqs 32 \
-  > runs/publish.log 2>&1 &
+runs() { ls -d "$@" 2>/dev/null | grep -v "\.log$" | paste -sd, -; }
+# $OUT takes files of up to 16 MiB: the weights travel in 14 MB parts (cat them back together).
+(CUDA_VISIBLE_DEVICES=0 python -m training.publish --run runs/final --out runs/ckpt --n-tasks 128 --n-seqs 32 \
+  && mkdir -p $OUT/ckpt && cp runs/ckpt/*.json runs/ckpt/README.md $OUT/ckpt/ \
+  && split -b 14M -d runs/ckpt/model.safetensors $OUT/ckpt/model.safetensors.part) > runs/publish.log 2>&1 &
 CUDA_VISIBLE_DEVICES=1 python -m benchmarks.table2 --device cuda --out $OUT/table2 \
   --gpicl-runs "$(runs runs/C runs/C_s2 runs/C_s3)" \
   --lstm-runs "$(runs runs/t2_lstm_s*)" --oplstm-runs "$(runs runs/t2_oplstm_s*)" \
   --vsml-runs "$(runs runs/t2_vsml_s*)" --maml-runs "$(runs runs/t2_maml_s*)" > runs/table2.log 2>&1 &
 wait
-tar czf $OUT/logs.tar.gz runs/*.log runs/*/metrics.jsonl runs/*/final_eval.json runs/final/continue.json runs/final/winner.txt 2>/dev/null
+tar czf $OUT/logs.tar.gz runs/*.log runs/*/metrics.jsonl runs/*/final_eval.json runs/final/continue.json runs/winner.txt 2>/dev/null
 for f in runs/*.log; do echo "== $f"; tail -n 3 "$f"; done
-cat runs/final/winner.txt; cat $OUT/table2/table2.md 2>/dev/null | head -20
+cat runs/winner.txt; cat $OUT/table2/table2.md 2>/dev/null | head -20
