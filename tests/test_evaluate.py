@@ -208,3 +208,21 @@ def test_publish_writes_a_loadable_checkpoint_with_metrics(tiny_run, tmp_path):
     assert "| mnist |" in card and "not run offline" in card
     curves = json.loads((out / "eval_curves.json").read_text())["results"]["mnist"]
     assert len(curves["acc"]) == 10 and curves["final_acc"] == metrics["final_acc"]["mnist"]
+
+
+def test_publish_from_a_checkpoint_re_evaluates_the_shipped_weights(tiny_run, tmp_path):
+    args = ["--datasets", "mnist", "--n-tasks", "2", "--n-seqs", "2", "--device", "cpu"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    publish.main(["--run", str(tiny_run), "--out", str(first), *args])
+    publish.main(["--checkpoint", str(first), "--out", str(second), *args])
+
+    a, b = load_checkpoint(first), load_checkpoint(second)
+    assert a.sha256 == b.sha256  # fp16 -> fp32 -> fp16 is exact: the same weights ship
+    # The run's evaluation already used the fp16-rounded weights, so both cards agree.
+    assert b.config["metrics"]["final_acc"] == a.config["metrics"]["final_acc"]
+    assert b.config["training"]["config"] == a.config["training"]["config"]
+    assert b.config["training"]["weights_published_by"] == a.config["training"]["made_by"]
+    assert "--checkpoint" in b.config["training"]["made_by"]
+    assert "evaluated in float32 on cpu" in (second / "README.md").read_text()
+    with pytest.raises(SystemExit):  # exactly one source
+        publish.main(["--run", str(tiny_run), "--checkpoint", str(first), "--out", str(second)])

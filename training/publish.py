@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         loaded = load_checkpoint(args.checkpoint)
         learner, cfg, step = loaded.model, loaded.config["training"]["config"], loaded.config["training"]["steps"]
-        earlier = loaded.config["training"].get("made_by")
+        record = loaded.config["training"]
+        earlier = record.get("weights_published_by") or record.get("made_by")  # the run -> weights step
     device = torch.device(args.device)
     protocol = {"n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": cfg["length"], "seed": args.seed,
                 "split": "test", "tasks": "unseen (fresh projection and permutation)", "device": device.type,
