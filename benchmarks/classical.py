@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.classical", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="GPICL checkpoint (see gpicl_sklearn.load_checkpoint)")
-    parser.add_argument("--maml-checkpoint", type=Path, default=Path("runs/maml/maml_init"),
+    parser.add_argument("--maml-checkpoint", type=Path, default=Path("benchmarks/checkpoints/maml_mnist"),
                         help="MAML initialisation (python -m training.online_sgd); skipped when missing")
     parser.add_argument("--datasets", help=f"comma-separated (default {','.join([*TABLES, *IMAGES])})")
     parser.add_argument("--train-sizes", help="image training rows (default 50,100,500,1000)")

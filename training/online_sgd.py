@@ -17,7 +17,7 @@ optimiser step on ``(x_i, y_i)``; see :mod:`gpicl_sklearn.baselines` for the upd
 
 Export a meta-trained MAML run for :class:`gpicl_sklearn.baselines.MAMLClassifier`::
 
-    python -m training.online_sgd --run runs/maml --out runs/maml/maml_init
+    python -m training.online_sgd --run runs/maml --out benchmarks/checkpoints/maml_mnist
 """
 
 from __future__ import annotations
