@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/table2.py, curves.py and classical.py (--quick, outputs in a tmp dir).
+"""Smoke tests of benchmarks/table2.py, curves.py, classical.py and profile_step.py (--quick, outputs in a tmp dir).
 
 Meta-trained methods read tiny random-weight run folders written here, so the tests need
 neither a GPU run nor dataset files (the "random" dataset is generated).
@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_baselines import write_run
 
-from benchmarks import classical, curves, normalisation, table2
+from benchmarks import classical, curves, normalisation, profile_step, table2
 from tests.helpers import write_tiny_mnist
 from training.learners import build_learner
 from training.online_sgd import export_maml_init
@@ -121,3 +121,11 @@ def test_normalisation_quick(tmp_path, monkeypatch, capsys):
     normalisation.main(["--quick", "--datasets", "mnist", "--out", str(out)])
     row = next(line for line in out.read_text().splitlines() if line.startswith("| mnist"))
     assert row.count("%") == 4
+
+
+def test_profile_step_quick_reports_both_phases():
+    text = profile_step.main(["--quick"])
+    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in text.splitlines()
+            if line.startswith("| sample") or line.startswith("| train_step")}
+    assert set(rows) == {"sample", "train_step"} and all(v > 0 for v in rows.values())
+    assert "Top 5 ops" in text
