@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                                  for k, v in learner.state_dict().items()})
     else:
         loaded = load_checkpoint(args.checkpoint)
-        learner, cfg, step = loaded.model, loaded.config["training"]["config"], loaded.config["training"]["steps"]
         record = loaded.config["training"]
+        learner, cfg, step = loaded.model, record["config"], record["steps"]
         earlier = record.get("weights_published_by") or record.get("made_by")  # the run -> weights step
     device = torch.device(args.device)
     protocol = {"n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": cfg["length"], "seed": args.seed,
