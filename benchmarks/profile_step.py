@@ -19,6 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from training.data import load_dataset
+from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import make_optimizer
 from training.tasks import TaskConfig, TaskSampler
@@ -43,7 +44,8 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
     optimizer = make_optimizer(cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
                                betas=(cfg.beta1, cfg.beta2), capturable=False)
-    model = torch.compile(learner) if cfg.compile else learner
+    model = FoldedTransformer(learner) if cfg.fold_projection else learner
+    model = torch.compile(model) if cfg.compile else model
     step = make_train_step(model, optimizer, cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     sampler = TaskSampler(x, y, TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim,
@@ -51,10 +53,13 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
 
     def one_step() -> None:
         with record_function("sample"):
-            xb, yb = sampler.sample(cfg.batch_size)
+            if cfg.fold_projection:
+                *inputs, yb = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
+            else:
+                *inputs, yb = sampler.sample(cfg.batch_size)
         with record_function("train_step"):
             optimizer.zero_grad(set_to_none=True)
-            step(xb, yb)
+            step(tuple(inputs), yb)
 
     for _ in range(warmup):
         one_step()
@@ -72,7 +77,7 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
         return _time_us(event, on_device) / steps / 1e3
 
     lines = [f"{cfg.batch_size} sequences of {cfg.length} x {in_dim}-d, {cfg.learner} {cfg.learner_kwargs or ''}, "
-             f"compile={cfg.compile}, {device}: {unit} time per step", "", "| phase | ms/step |", "|---|---:|"]
+             f"compile={cfg.compile}, fold_projection={cfg.fold_projection}, {device}: {unit} time per step", "", "| phase | ms/step |", "|---|---:|"]
     for phase in PHASES:  # a range may appear twice on a GPU run (CPU range, GPU annotation)
         lines.append(f"| {phase} | {max(ms(e) for e in events if e.key == phase):.3f} |")
     ops = sorted((e for e in events if e.key not in PHASES), key=ms, reverse=True)[:top]
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--image-size", type=int, default=32, help="0: native resolution (784-d MNIST)")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
@@ -96,9 +102,10 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
     cfg = TrainConfig(batch_size=args.batch_size, image_size=args.image_size or None, channels=args.channels,
-                      compile=args.compile, bf16=True)
+                      compile=args.compile, fold_projection=args.fold_projection, bf16=True)
     if args.quick:
         cfg = TrainConfig(dataset="random", image_size=8, channels=1, batch_size=4, length=12,
+                          fold_projection=args.fold_projection,
                           learner_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "head_dim": 8})
         args.steps, args.warmup, args.top = 2, 1, 5
     text = profile_steps(cfg, args.steps, args.warmup, device, args.top)

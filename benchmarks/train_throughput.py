@@ -30,6 +30,8 @@ MODES = {
     "compile": ["--compile", "true"],
     "graph": ["--cuda-graph", "true"],
     "compile+graph": ["--compile", "true", "--cuda-graph", "true"],
+    # inputs sampled at d_model width instead of 3072 (training/folded.py; K = infinity)
+    "compile+graph+fold": ["--compile", "true", "--cuda-graph", "true", "--fold-projection", "true"],
 }
 
 

@@ -278,7 +278,8 @@ def test_meta_training_the_initialisation_reduces_the_loss():
     step = make_train_step(learner, optimizer, TrainConfig(bf16=False), torch.device("cpu"))  # paper Eq. 2
     for _ in range(30):
         optimizer.zero_grad()
-        step(*batch())
+        x, y = batch()
+        step((x,), y)
     assert loss(x_eval, y_eval) < 0.7 * before
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in learner.parameters())
 

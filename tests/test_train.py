@@ -178,9 +178,9 @@ def test_training_lowers_the_loss_and_memorises_seen_tasks(env_root, tmp_path):
     assert meta["step"] == 30 and meta["config"]["world_size"] == 1 and meta["config"]["num_tasks"] == 3
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sign_momentum"])
-def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer):
-    changes = dict(optimizer=optimizer, lr_schedule="cosine", warmup_steps=3, num_tasks=None)
+@pytest.mark.parametrize("optimizer,fold", [("adam", False), ("sign_momentum", False), ("adam", True)])
+def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer, fold):
+    changes = dict(optimizer=optimizer, lr_schedule="cosine", warmup_steps=3, num_tasks=None, fold_projection=fold)
     train(tiny_config(tmp_path / "whole", **changes))
 
     parts = tmp_path / "parts"
@@ -312,3 +312,14 @@ def test_decay_config_continues_a_copy_of_a_run_down_to_the_lr_floor(env_root, t
     expected = [lr_at(s, base=cfg.lr, schedule="wsd", total=cfg.steps, warmup=cfg.warmup_steps,
                       min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps) for s in range(8, cfg.steps)]
     assert decayed == pytest.approx(expected)
+
+
+def test_folded_training_updates_the_weights_and_needs_infinite_tasks(env_root, tmp_path):
+    torch.manual_seed(0)
+    before = build_learner("transformer", 64, 4, **TINY_LEARNER)  # the run's initial weights (seed 0)
+    after = train(tiny_config(tmp_path / "fold", steps=3, fold_projection=True))
+    changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
+    assert "embed_x.weight" in changed and "blocks.0.attn.qkv.weight" in changed
+    assert all(torch.isfinite(v).all() for v in after.state_dict().values())
+    with pytest.raises(ValueError, match="K = infinity"):
+        train(tiny_config(tmp_path / "finite", steps=3, fold_projection=True, num_tasks=4))

@@ -64,18 +64,23 @@ def _task_key(task_seed: int, k: int, stream: int) -> int:
     return (task_seed * 1_000_003 + 2 * k + stream) % (2**63 - 1)
 
 
-def gaussian_projection(x: Tensor, out_dim: int, generator: torch.Generator) -> Tensor:
-    """Sample ``x @ A`` for a fresh ``A ~ N(0, 1/N_in)`` per sequence, without ``A``.
-
-    ``x``: ``(B, L, N_in)``. Returns ``(B, L, out_dim)`` float32.
-    """
+def gram_cholesky(x: Tensor) -> Tensor:
+    """``chol(x xᵀ / N_in)`` per sequence, ``(B, L, L)`` float32: the factor of :func:`gaussian_projection`."""
     x = x.float()
     gram = x @ x.transpose(1, 2) / x.shape[-1]  # (B, L, L)
     eye = torch.eye(gram.shape[-1], device=x.device)
     jitter = _JITTER * gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
     chol, _ = torch.linalg.cholesky_ex(gram + jitter * eye)  # _ex: no host sync on failure
+    return chol
+
+
+def gaussian_projection(x: Tensor, out_dim: int, generator: torch.Generator) -> Tensor:
+    """Sample ``x @ A`` for a fresh ``A ~ N(0, 1/N_in)`` per sequence, without ``A``.
+
+    ``x``: ``(B, L, N_in)``. Returns ``(B, L, out_dim)`` float32.
+    """
     z = torch.randn(x.shape[0], x.shape[1], out_dim, device=x.device, generator=generator)
-    return chol @ z
+    return gram_cholesky(x) @ z
 
 
 class TaskSampler:
@@ -98,14 +103,13 @@ class TaskSampler:
         self.x, self.y, self.cfg, self.generator = x, y, cfg, generator
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
+        """``(x A, rho(y))``: ``(B, L, out_dim)`` float32 inputs and ``(B, L)`` labels."""
         cfg, g, dev = self.cfg, self.generator, self.x.device
-        idx = torch.randint(0, self.x.shape[0], (batch_size, cfg.length), device=dev, generator=g)
-        x, y = self.x[idx], self.y[idx]
-        n_biased = round(cfg.biased_fraction * batch_size)
+        idx = self._indices(batch_size)
+        x = self.x[idx]
         if cfg.num_tasks is None:
             x = gaussian_projection(x, cfg.out_dim, g)
-            noise = torch.rand(batch_size, cfg.num_classes, device=dev, generator=g)
-            perms = noise.argsort(dim=1)
+            perms = self._fresh_permutations(batch_size)
         else:
             ks = torch.randint(0, cfg.num_tasks, (batch_size,), generator=g, device=dev).tolist()
             x = torch.stack(
@@ -113,6 +117,34 @@ class TaskSampler:
                  for b, k in enumerate(ks)]
             )
             perms = torch.stack([task_permutation(k, cfg.num_classes, cfg.task_seed, dev) for k in ks])
-        identity = torch.arange(cfg.num_classes, device=dev)
-        perms[:n_biased] = identity
-        return x, perms.gather(1, y)
+        return x, self._relabel(perms, self.y[idx])
+
+    def sample_folded(self, batch_size: int, width: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(chol, u, rho(y))`` for K = infinity: the inputs ``x A`` left as two factors.
+
+        ``x A`` has the distribution of ``chol @ z`` with ``chol = chol(x xᵀ / N_in)`` and
+        ``z ~ N(0, I)`` of shape ``(L, out_dim)``. A learner whose first layer is linear,
+        ``W`` (``width x out_dim``), only needs ``z Wᵀ``, whose rows are ``N(0, W Wᵀ)``:
+        :func:`training.folded.folded_embedding` makes them from ``u ~ N(0, I)`` of shape
+        ``(B, L, width)``, so no ``(B, L, out_dim)`` tensor is ever formed.
+        """
+        if self.cfg.num_tasks is not None:
+            raise ValueError("folded sampling needs K = infinity (num_tasks=None): a finite task set fixes each A_k")
+        idx = self._indices(batch_size)
+        u = torch.randn(batch_size, self.cfg.length, width, device=self.x.device, generator=self.generator)
+        chol = gram_cholesky(self.x[idx])
+        return chol, u, self._relabel(self._fresh_permutations(batch_size), self.y[idx])
+
+    def _indices(self, batch_size: int) -> Tensor:
+        return torch.randint(0, self.x.shape[0], (batch_size, self.cfg.length), device=self.x.device,
+                             generator=self.generator)
+
+    def _fresh_permutations(self, batch_size: int) -> Tensor:
+        noise = torch.rand(batch_size, self.cfg.num_classes, device=self.x.device, generator=self.generator)
+        return noise.argsort(dim=1)
+
+    def _relabel(self, perms: Tensor, y: Tensor) -> Tensor:
+        """``perms[b][y]`` per sequence, the first ``biased_fraction`` of the batch on the identity."""
+        n_biased = round(self.cfg.biased_fraction * perms.shape[0])
+        perms[:n_biased] = torch.arange(self.cfg.num_classes, device=perms.device)
+        return perms.gather(1, y)

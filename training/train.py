@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
 from training.data import load_dataset
+from training.folded import FoldedTransformer
 from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
@@ -53,6 +54,7 @@ class TrainConfig:
     num_tasks: int | None = None  # K; None = infinite
     biased_fraction: float = 0.9
     biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
+    fold_projection: bool = False  # K = infinity, transformer: sample inputs at d_model width (training/folded.py)
     task_seed: int = 0
     # learner
     learner: str = "transformer"
@@ -109,10 +111,10 @@ def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch
     params = [p for p in model.parameters() if p.requires_grad]
     use_bf16 = cfg.bf16 and device.type == "cuda"
 
-    def step(x: Tensor, y: Tensor) -> Tensor:
+    def step(inputs: tuple[Tensor, ...], y: Tensor) -> Tensor:
         # cache_enabled=False: autocast's weight cache must not outlive a graph capture.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False):
-            logits = model(x, y)
+            logits = model(*inputs, y)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         if cfg.grad_clip:
@@ -130,15 +132,16 @@ class GraphedStep:
     arithmetic, sets the time. Replaying a captured graph removes it.
     """
 
-    def __init__(self, step, optimizer, x: Tensor, y: Tensor):
-        self.x, self.y = x.clone(), y.clone()
+    def __init__(self, step, optimizer, inputs: tuple[Tensor, ...], y: Tensor):
+        self.inputs, self.y = tuple(t.clone() for t in inputs), y.clone()
         optimizer.zero_grad(set_to_none=True)  # captured backward allocates static grads
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss = step(self.x, self.y)
+            self.loss = step(self.inputs, self.y)
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        self.x.copy_(x)
+    def __call__(self, inputs: tuple[Tensor, ...], y: Tensor) -> Tensor:
+        for static, t in zip(self.inputs, inputs):
+            static.copy_(t)
         self.y.copy_(y)
         self.graph.replay()
         return self.loss
@@ -197,14 +200,16 @@ def train(cfg: TrainConfig) -> nn.Module:
             print(f"resumed from {state_dir} at step {step}", flush=True)
 
     side = torch.cuda.Stream() if use_graph else None
-    model: nn.Module = learner
+    if cfg.fold_projection and cfg.num_tasks is not None:
+        raise ValueError("fold_projection needs K = infinity (num_tasks=None)")
+    model: nn.Module = FoldedTransformer(learner) if cfg.fold_projection else learner
     if world > 1:
         # For graph capture, DDP is built on the side stream that runs the warm-up steps
         # (PyTorch's CUDA-graph notes); otherwise its set-up touches the legacy default
         # stream, which a capture forbids.
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             model = nn.parallel.DistributedDataParallel(
-                learner, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
@@ -233,21 +238,26 @@ def train(cfg: TrainConfig) -> nn.Module:
                    warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps)
         set_lr(optimizer, lr)
         in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
-        xb, yb = (biased if in_biased_phase else unbiased).sample(cfg.batch_size)
+        sampler = biased if in_biased_phase else unbiased
+        if cfg.fold_projection:
+            *inputs, yb = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
+        else:
+            *inputs, yb = sampler.sample(cfg.batch_size)
+        inputs = tuple(inputs)
         if use_graph and graphed is None and run_steps >= GRAPH_WARMUP_STEPS:
             torch.cuda.synchronize()
-            graphed = GraphedStep(train_step, optimizer, xb, yb)
+            graphed = GraphedStep(train_step, optimizer, inputs, yb)
         if graphed is not None:
-            loss = graphed(xb, yb)
+            loss = graphed(inputs, yb)
         else:
             optimizer.zero_grad(set_to_none=True)
             if side is not None:  # the warm-up for a capture runs on a side stream
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    loss = train_step(xb, yb)
+                    loss = train_step(inputs, yb)
                 torch.cuda.current_stream().wait_stream(side)
             else:
-                loss = train_step(xb, yb)
+                loss = train_step(inputs, yb)
         step += 1
         run_steps += 1
 
