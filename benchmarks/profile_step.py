@@ -19,11 +19,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from training.data import load_dataset
-from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import make_optimizer
 from training.tasks import TaskConfig, TaskSampler
-from training.train import TrainConfig, make_train_step
+from training.train import TrainConfig, draw_batch, make_train_step, step_model
 
 PHASES = ("sample", "train_step")
 
@@ -44,7 +43,7 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
     optimizer = make_optimizer(cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
                                betas=(cfg.beta1, cfg.beta2), capturable=False)
-    model = FoldedTransformer(learner) if cfg.fold_projection else learner
+    model = step_model(learner, cfg)
     model = torch.compile(model) if cfg.compile else model
     step = make_train_step(model, optimizer, cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -53,13 +52,10 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
 
     def one_step() -> None:
         with record_function("sample"):
-            if cfg.fold_projection:
-                *inputs, yb = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
-            else:
-                *inputs, yb = sampler.sample(cfg.batch_size)
+            inputs, yb = draw_batch(sampler, learner, cfg)
         with record_function("train_step"):
             optimizer.zero_grad(set_to_none=True)
-            step(tuple(inputs), yb)
+            step(inputs, yb)
 
     for _ in range(warmup):
         one_step()

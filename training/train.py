@@ -30,8 +30,8 @@ from torch import Tensor, nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
 from training.data import load_dataset
-from training.folded import FoldedTransformer
 from training.evaluate import evaluate_datasets, meta_test, summarise
+from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
 from training.state import load_state, read_meta, save_state
@@ -125,6 +125,20 @@ def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch
     return step
 
 
+def step_model(learner: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """What a train step calls: the learner, or with ``fold_projection`` its folded wrapper."""
+    return FoldedTransformer(learner) if cfg.fold_projection else learner
+
+
+def draw_batch(sampler: TaskSampler, learner: nn.Module, cfg: TrainConfig) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``(inputs, y)`` for :func:`make_train_step`'s step: ``(x,)``, or ``(chol, u)`` when folded."""
+    if cfg.fold_projection:
+        *inputs, y = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
+    else:
+        *inputs, y = sampler.sample(cfg.batch_size)
+    return tuple(inputs), y
+
+
 class GraphedStep:
     """The whole train step (forward, backward, clip, optimiser) as one CUDA graph replay.
 
@@ -200,9 +214,7 @@ def train(cfg: TrainConfig) -> nn.Module:
             print(f"resumed from {state_dir} at step {step}", flush=True)
 
     side = torch.cuda.Stream() if use_graph else None
-    if cfg.fold_projection and cfg.num_tasks is not None:
-        raise ValueError("fold_projection needs K = infinity (num_tasks=None)")
-    model: nn.Module = FoldedTransformer(learner) if cfg.fold_projection else learner
+    model = step_model(learner, cfg)
     if world > 1:
         # For graph capture, DDP is built on the side stream that runs the warm-up steps
         # (PyTorch's CUDA-graph notes); otherwise its set-up touches the legacy default
@@ -238,12 +250,7 @@ def train(cfg: TrainConfig) -> nn.Module:
                    warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps)
         set_lr(optimizer, lr)
         in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
-        sampler = biased if in_biased_phase else unbiased
-        if cfg.fold_projection:
-            *inputs, yb = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
-        else:
-            *inputs, yb = sampler.sample(cfg.batch_size)
-        inputs = tuple(inputs)
+        inputs, yb = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
         if use_graph and graphed is None and run_steps >= GRAPH_WARMUP_STEPS:
             torch.cuda.synchronize()
             graphed = GraphedStep(train_step, optimizer, inputs, yb)
