@@ -205,12 +205,15 @@ def ddp_run(data_root, tmp_path_factory) -> tuple[TrainConfig, Path]:
     cfg = tiny_config(out, steps=3, log_every=1, grad_clip=0.05, seed=5)
     path = out / "run.json"
     path.write_text(json.dumps(dataclasses.asdict(cfg)))
-    env = {**os.environ, "GPICL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1",
+    # PYTHONFAULTHANDLER: a rank that aborts prints its Python stack (CI once saw rank 1
+    # abort after the last step, "terminate called without an active exception"; 137
+    # local launches under CPU contention did not reproduce it).
+    env = {**os.environ, "GPICL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "training.train", "--config", str(path)]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-10000:]
     return cfg, out
 
 
