@@ -6,6 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -226,3 +227,48 @@ def test_publish_from_a_checkpoint_re_evaluates_the_shipped_weights(tiny_run, tm
     assert "evaluated in float32 on cpu" in (second / "README.md").read_text()
     with pytest.raises(SystemExit):  # exactly one source
         publish.main(["--run", str(tiny_run), "--checkpoint", str(first), "--out", str(second)])
+
+
+def test_publish_needs_a_token_before_it_evaluates(tiny_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    out = tmp_path / "ckpt"
+    with pytest.raises(SystemExit):
+        publish.main(["--run", str(tiny_run), "--out", str(out), "--repo-id", "me/gpicl", "--device", "cpu"])
+    assert "HF_TOKEN" in capsys.readouterr().err and not out.exists()
+
+
+class FakeHub:
+    """Records what publish asks of huggingface-hub; fails like an offline network when told to."""
+
+    calls: list = []
+    offline = False
+
+    def create_repo(self, repo_id, repo_type, exist_ok):
+        if self.offline:
+            raise ConnectionError("Name or service not known")
+        self.calls.append(("create_repo", repo_id, repo_type, exist_ok))
+
+    def upload_folder(self, folder_path, repo_id, repo_type):
+        self.calls.append(("upload_folder", sorted(p.name for p in Path(folder_path).iterdir()), repo_id, repo_type))
+        return SimpleNamespace(commit_url=f"https://huggingface.co/{repo_id}/commit/abc")
+
+
+@pytest.mark.parametrize("offline", [False, True])
+def test_publish_uploads_the_written_folder(tiny_run, tmp_path, monkeypatch, capsys, offline):
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: "hf_test")
+    monkeypatch.setattr("huggingface_hub.HfApi", FakeHub)
+    monkeypatch.setattr(FakeHub, "calls", [])
+    monkeypatch.setattr(FakeHub, "offline", offline)
+    out = tmp_path / "ckpt"
+    args = ["--run", str(tiny_run), "--out", str(out), "--datasets", "mnist", "--n-tasks", "2", "--n-seqs", "2",
+            "--device", "cpu", "--repo-id", "me/gpicl"]
+    if offline:
+        with pytest.raises(SystemExit, match=r"me/gpicl failed \(ConnectionError.*hf upload me/gpicl"):
+            publish.main(args)
+        assert load_checkpoint(out).config["metrics"]["final_acc"]["mnist"] >= 0  # written before the upload
+        return
+    publish.main(args)
+    assert FakeHub.calls == [("create_repo", "me/gpicl", "model", True),
+                             ("upload_folder", ["README.md", "config.json", "eval_curves.json", "model.safetensors"],
+                              "me/gpicl", "model")]
+    assert "uploaded to https://huggingface.co/me/gpicl/commit/abc" in capsys.readouterr().out

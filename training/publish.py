@@ -88,6 +88,21 @@ Made by: `{command}`
 """
 
 
+def upload(folder: Path, repo_id: str) -> str:
+    """Upload a published folder to the huggingface-hub model repo ``repo_id`` (made if absent)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    # Any error becomes one line: the hub's HTTP errors, and connection errors whose
+    # classes depend on the hub version's transport (requests, httpx).
+    try:
+        api.create_repo(repo_id, repo_type="model", exist_ok=True)
+        return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model").commit_url
+    except Exception as err:
+        raise SystemExit(f"upload of {folder} to {repo_id} failed ({type(err).__name__}: {err}); the checkpoint "
+                         f"is written: upload it later with `hf upload {repo_id} {folder}`") from err
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -101,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repo-id", help="also upload to this huggingface-hub model repo")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.repo_id:  # before the evaluation, which takes minutes, not after it
+        from huggingface_hub import get_token
+
+        if get_token() is None:
+            parser.error("--repo-id needs a huggingface-hub token: set HF_TOKEN or run `hf auth login`")
 
     if args.run is not None:
         learner, cfg, step = load_run(args.run)
@@ -139,10 +159,7 @@ def main(argv: list[str] | None = None) -> None:
                     model_card=model_card(cfg, step, results, protocol, command))
     (args.out / "eval_curves.json").write_text(json.dumps({"protocol": protocol, "results": results}))
     if args.repo_id:
-        from huggingface_hub import HfApi
-
-        HfApi().upload_folder(folder_path=str(args.out), repo_id=args.repo_id, repo_type="model")
-        print(f"uploaded to https://huggingface.co/{args.repo_id}")
+        print(f"uploaded to {upload(args.out, args.repo_id)}")
 
 
 if __name__ == "__main__":
