@@ -205,9 +205,7 @@ def ddp_run(data_root, tmp_path_factory) -> tuple[TrainConfig, Path]:
     cfg = tiny_config(out, steps=3, log_every=1, grad_clip=0.05, seed=5)
     path = out / "run.json"
     path.write_text(json.dumps(dataclasses.asdict(cfg)))
-    # PYTHONFAULTHANDLER: a rank that aborts prints its Python stack (CI once saw rank 1
-    # abort after the last step, "terminate called without an active exception"; 137
-    # local launches under CPU contention did not reproduce it).
+    # PYTHONFAULTHANDLER: a rank that aborts says where (see the exit in training.train.main).
     env = {**os.environ, "GPICL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
