@@ -159,3 +159,41 @@ def test_labels_beyond_num_classes_are_a_clear_error():
     x, y = labelled_points(2, 5, 4)
     with pytest.raises(ValueError, match="num_classes=4"):
         TaskSampler(x, y, TaskConfig(length=3, num_classes=4, out_dim=4), torch.Generator())
+
+
+# --- feature scales ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.75])
+def test_feature_scales_reweight_each_sequences_features(sigma):
+    # With one base example x0 and an invertible A_0, every input of sequence b undoes to
+    # x0 * s_b: one positive scale vector per sequence, of unit root mean square.
+    d = 6
+    x0, y = torch.rand(1, d) + 0.5, torch.zeros(1, dtype=torch.long)
+    cfg = TaskConfig(length=5, num_classes=2, out_dim=d, num_tasks=1, biased_fraction=0.0, feature_scale=sigma)
+    xb, _ = TaskSampler(x0, y, cfg, torch.Generator().manual_seed(0)).sample(4)
+    s = xb @ torch.linalg.inv(task_projection(0, d, d, cfg.task_seed)) / x0
+    assert torch.allclose(s, s[:, :1].expand_as(s), atol=1e-4)
+    if sigma == 0.0:
+        assert torch.allclose(s, torch.ones_like(s), atol=1e-4)
+        return
+    assert (s > 0).all() and torch.allclose(s.square().mean(dim=2), torch.ones(4, 5), atol=1e-4)
+    assert not torch.allclose(s[0, 0], s[1, 0], atol=1e-2)
+
+
+def test_feature_scales_are_log_normal_with_the_given_sigma():
+    sampler = TaskSampler(torch.ones(1, 3), torch.zeros(1, dtype=torch.long), TaskConfig(num_classes=2, feature_scale=0.5),
+                          torch.Generator().manual_seed(0))
+    log_s = sampler._rescaled(torch.ones(2, 1, 20_000)).log()
+    assert log_s.std(dim=2).sub(0.5).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.75])
+def test_folded_sampling_sees_the_same_rescaled_inputs(sigma):
+    # One base example: G = |x0 * s_b|^2 / d, so chol's first entry varies across
+    # sequences exactly when the features are rescaled.
+    cfg = TaskConfig(length=3, num_classes=2, out_dim=8, biased_fraction=0.0, feature_scale=sigma)
+    sampler = TaskSampler(torch.rand(1, 8) + 0.5, torch.zeros(1, dtype=torch.long), cfg, torch.Generator().manual_seed(0))
+    chol, _, _ = sampler.sample_folded(6, width=4)
+    first = chol[:, 0, 0]
+    assert (first.max() - first.min() > 1e-3) == (sigma > 0)
