@@ -41,7 +41,6 @@ class TaskConfig:
     num_tasks: int | None = None  # K; None = a fresh task for every sequence
     biased_fraction: float = 0.9  # share of each batch on the fixed permutation
     task_seed: int = 0  # seeds the finite task set (independent of the sampling RNG)
-    feature_scale: float = 0.0  # sigma of each sequence's log-normal input feature scales (0: off)
 
 
 def task_projection(k: int, in_dim: int, out_dim: int, task_seed: int, device="cpu") -> Tensor:
@@ -107,7 +106,7 @@ class TaskSampler:
         """``(x A, rho(y))``: ``(B, L, out_dim)`` float32 inputs and ``(B, L)`` labels."""
         cfg, g, dev = self.cfg, self.generator, self.x.device
         idx = self._indices(batch_size)
-        x = self._rescaled(self.x[idx])
+        x = self.x[idx]
         if cfg.num_tasks is None:
             x = gaussian_projection(x, cfg.out_dim, g)
             perms = self._fresh_permutations(batch_size)
@@ -133,22 +132,8 @@ class TaskSampler:
             raise ValueError("folded sampling needs K = infinity (num_tasks=None): a finite task set fixes each A_k")
         idx = self._indices(batch_size)
         u = torch.randn(batch_size, self.cfg.length, width, device=self.x.device, generator=self.generator)
-        chol = gram_cholesky(self._rescaled(self.x[idx]))
+        chol = gram_cholesky(self.x[idx])
         return chol, u, self._relabel(self._fresh_permutations(batch_size), self.y[idx])
-
-    def _rescaled(self, x: Tensor) -> Tensor:
-        """Each sequence's input features times its own ``s ~ LogNormal(0, sigma^2)``.
-
-        A different weighting of the features per sequence is a different similarity
-        between examples (the Gram matrix ``x diag(s^2) x^T``), so the learner meets more
-        input geometries than the base dataset's one. ``s`` is divided by its root mean
-        square over the features to keep the inputs' scale.
-        """
-        if not self.cfg.feature_scale:
-            return x
-        log_s = torch.randn(x.shape[0], 1, x.shape[2], device=x.device, generator=self.generator)
-        s = torch.exp(self.cfg.feature_scale * log_s)
-        return x * (s / s.square().mean(dim=2, keepdim=True).sqrt())
 
     def _indices(self, batch_size: int) -> Tensor:
         return torch.randint(0, self.x.shape[0], (batch_size, self.cfg.length), device=self.x.device,

@@ -55,7 +55,6 @@ class TrainConfig:
     num_tasks: int | None = None  # K; None = infinite
     biased_fraction: float = 0.9
     biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
-    feature_scale: float = 0.0  # per-sequence log-normal scales of the input features (TaskConfig)
     fold_projection: bool = False  # K = infinity, transformer: sample inputs at d_model width (training/folded.py)
     task_seed: int = 0
     # learner
@@ -228,8 +227,7 @@ def train(cfg: TrainConfig) -> nn.Module:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
     task_cfg = TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim, num_tasks=cfg.num_tasks,
-                          biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed,
-                          feature_scale=cfg.feature_scale)
+                          biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed)
     biased = TaskSampler(x, y, task_cfg, generator)
     # After the plateau the fixed permutation only teaches the base dataset's own labels.
     unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
