@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import make_optimizer
-from training.tasks import TaskConfig, TaskSampler
+from training.tasks import TaskSampler
 from training.train import TrainConfig, draw_batch, make_train_step, step_model
 
 PHASES = ("sample", "train_step")
@@ -47,8 +47,7 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     model = torch.compile(model) if cfg.compile else model
     step = make_train_step(model, optimizer, cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    sampler = TaskSampler(x, y, TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim,
-                                           biased_fraction=cfg.biased_fraction), generator)
+    sampler = TaskSampler(x, y, cfg.task_config(in_dim), generator)
 
     def one_step() -> None:
         with record_function("sample"):

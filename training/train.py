@@ -91,6 +91,11 @@ class TrainConfig:
     def input_dim(self, raw_dim: int) -> int:
         return self.out_dim or raw_dim
 
+    def task_config(self, in_dim: int) -> TaskConfig:
+        """The task distribution this run samples, projecting to ``in_dim`` features."""
+        return TaskConfig(length=self.length, num_classes=self.num_classes, out_dim=in_dim, num_tasks=self.num_tasks,
+                          biased_fraction=self.biased_fraction, task_seed=self.task_seed)
+
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
     """Rank, world size and device; one process per GPU under ``torchrun``."""
@@ -226,8 +231,7 @@ def train(cfg: TrainConfig) -> nn.Module:
     if cfg.compile:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
-    task_cfg = TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=in_dim, num_tasks=cfg.num_tasks,
-                          biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed)
+    task_cfg = cfg.task_config(in_dim)
     biased = TaskSampler(x, y, task_cfg, generator)
     # After the plateau the fixed permutation only teaches the base dataset's own labels.
     unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
