@@ -32,8 +32,8 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
@@ -55,7 +55,12 @@ from gpicl_sklearn import ContextSubsetWarning, GPICLClassifier, load_checkpoint
 from gpicl_sklearn.baselines import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from training.data import DatasetUnavailableError, load_split  # noqa: E402
 
-TABLES: dict[str, Callable] = {"digits": load_digits, "iris": load_iris, "wine": load_wine, "breast_cancer": load_breast_cancer}
+TABLES: dict[str, Callable] = {
+    "digits": load_digits,
+    "iris": load_iris,
+    "wine": load_wine,
+    "breast_cancer": load_breast_cancer,
+}
 IMAGES = ("mnist", "fashion_mnist")
 GPICL = "GPICL (E=8)"  # the configuration the "where GPICL loses" paragraph is about
 
@@ -79,9 +84,17 @@ def make_models(checkpoint: str, maml_checkpoint: Path | None, seed: int) -> dic
 
 
 def _record(setting: str, dataset: str, n_train: int, model: str, scores, fit_s, predict_s) -> dict:
-    return {"setting": setting, "dataset": dataset, "n_train": n_train, "model": model,
-            "acc_mean": float(np.mean(scores)), "acc_std": float(np.std(scores)), "n_scores": len(scores),
-            "fit_s": float(np.mean(fit_s)), "predict_s": float(np.mean(predict_s))}
+    return {
+        "setting": setting,
+        "dataset": dataset,
+        "n_train": n_train,
+        "model": model,
+        "acc_mean": float(np.mean(scores)),
+        "acc_std": float(np.std(scores)),
+        "n_scores": len(scores),
+        "fit_s": float(np.mean(fit_s)),
+        "predict_s": float(np.mean(predict_s)),
+    }
 
 
 def run_table(name: str, models: dict, folds: int) -> list[dict]:
@@ -151,8 +164,10 @@ def where_gpicl_loses(records: list[dict], max_context: int, members: int = 8) -
     n = len(wins) + len(losses)
     if n == 0:
         return f"No setting has results for {GPICL}."
-    text = [f"{GPICL} has the best mean accuracy on {len(wins)} of {n} settings"
-            + (f" ({', '.join(wins)})." if wins else ".")]
+    text = [
+        f"{GPICL} has the best mean accuracy on {len(wins)} of {n} settings"
+        + (f" ({', '.join(wins)})." if wins else ".")
+    ]
     if losses:
         losses.sort()
         parts = [f"{s}: {o:.3f} vs {b} {a:.3f} ({100 * g:+.1f} points)" for g, s, b, o, a in losses]
@@ -160,11 +175,15 @@ def where_gpicl_loses(records: list[dict], max_context: int, members: int = 8) -
     capacity = members * max_context
     over = sorted({r["setting"] for r in records if r["n_train"] > capacity and r["model"] == GPICL})
     if over:
-        text.append(f"On {', '.join(over)} the training set exceeds the {members} x {max_context} = {capacity} rows "
-                    f"the ensemble's contexts hold, so GPICL reads only a subset of it while the other models use every row.")
+        text.append(
+            f"On {', '.join(over)} the training set exceeds the {members} x {max_context} = {capacity} rows "
+            f"the ensemble's contexts hold, so GPICL reads only a subset of it while the other models use every row."
+        )
     if ratios:
-        text.append(f"On CPU, {GPICL} fit + predict takes a median {statistics.median(ratios):.1f}x the time of "
-                    f"LogisticRegression (range {min(ratios):.1f}x to {max(ratios):.1f}x over settings).")
+        text.append(
+            f"On CPU, {GPICL} fit + predict takes a median {statistics.median(ratios):.1f}x the time of "
+            f"LogisticRegression (range {min(ratios):.1f}x to {max(ratios):.1f}x over settings)."
+        )
     return " ".join(text)
 
 
@@ -182,8 +201,13 @@ def markdown(records: list[dict], skipped: dict[str, str], meta: dict, paragraph
             cell = "" if r is None else f"{r['acc_mean']:.3f} ± {r['acc_std']:.3f}"
             cells.append(f"**{cell}**" if r is not None and r["acc_mean"] == best else cell)
         acc_lines.append(f"| {setting} | " + " | ".join(cells) + " |")
-        time_lines.append(f"| {setting} | " + " | ".join(
-            "" if m not in row else f"{1e3 * row[m]['fit_s']:.0f} / {1e3 * row[m]['predict_s']:.0f}" for m in models) + " |")
+        time_lines.append(
+            f"| {setting} | "
+            + " | ".join(
+                "" if m not in row else f"{1e3 * row[m]['fit_s']:.0f} / {1e3 * row[m]['predict_s']:.0f}" for m in models
+            )
+            + " |"
+        )
     lines = [
         "# GPICLClassifier vs classical classifiers (CPU)",
         "",
@@ -222,8 +246,16 @@ def plot(records: list[dict], path: Path) -> None:
     for ax, name in zip(axes[0], images):
         for m in models:
             rs = sorted((r for r in records if r["dataset"] == name and r["model"] == m), key=lambda r: r["n_train"])
-            ax.errorbar([r["n_train"] for r in rs], [r["acc_mean"] for r in rs], yerr=[r["acc_std"] for r in rs],
-                        marker="o", markersize=3, capsize=2, color=colors[m], label=m)
+            ax.errorbar(
+                [r["n_train"] for r in rs],
+                [r["acc_mean"] for r in rs],
+                yerr=[r["acc_std"] for r in rs],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=colors[m],
+                label=m,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("training rows")
         ax.set_ylabel("test accuracy")
@@ -233,8 +265,14 @@ def plot(records: list[dict], path: Path) -> None:
         ax = axes[0][len(images)]
         width = 0.8 / len(models)
         for i, m in enumerate(models):
-            ax.bar([j + i * width for j in range(len(tables))], [table[s][m]["acc_mean"] for s in tables],
-                   width, yerr=[table[s][m]["acc_std"] for s in tables], color=colors[m], label=m)
+            ax.bar(
+                [j + i * width for j in range(len(tables))],
+                [table[s][m]["acc_mean"] for s in tables],
+                width,
+                yerr=[table[s][m]["acc_std"] for s in tables],
+                color=colors[m],
+                label=m,
+            )
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tables))], [s.split(" ")[0] for s in tables])
         ax.set_ylabel("cross-validated accuracy")
         ax.set_ylim(0, 1.05)
@@ -246,11 +284,16 @@ def plot(records: list[dict], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.classical", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.classical", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", default="default", help="GPICL checkpoint (see gpicl_sklearn.load_checkpoint)")
-    parser.add_argument("--maml-checkpoint", type=Path, default=Path("benchmarks/checkpoints/maml_mnist"),
-                        help="MAML initialisation (python -m training.online_sgd); skipped when missing")
+    parser.add_argument(
+        "--maml-checkpoint",
+        type=Path,
+        default=Path("benchmarks/checkpoints/maml_mnist"),
+        help="MAML initialisation (python -m training.online_sgd); skipped when missing",
+    )
     parser.add_argument("--datasets", help=f"comma-separated (default {','.join([*TABLES, *IMAGES])})")
     parser.add_argument("--train-sizes", help="image training rows (default 50,100,500,1000)")
     parser.add_argument("--test-size", type=int, help="image test rows (default 1000)")
@@ -261,8 +304,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     # Flags given explicitly win over --quick, which wins over the full defaults.
-    defaults = {"datasets": ",".join([*TABLES, *IMAGES]), "train_sizes": "50,100,500,1000", "test_size": 1000,
-                "repeats": 3, "folds": 5}
+    defaults = {
+        "datasets": ",".join([*TABLES, *IMAGES]),
+        "train_sizes": "50,100,500,1000",
+        "test_size": 1000,
+        "repeats": 3,
+        "folds": 5,
+    }
     if args.quick:
         defaults.update(datasets="iris,mnist", train_sizes="50", test_size=200, repeats=1, folds=3)
     for key, value in defaults.items():
@@ -280,7 +328,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     models = make_models(args.checkpoint, maml, args.seed)
     records, skipped = [], {}
     if maml is None:
-        skipped["MAML"] = f"no initialisation at {args.maml_checkpoint} (needs GPU meta-training, then python -m training.online_sgd)"
+        skipped["MAML"] = (
+            f"no initialisation at {args.maml_checkpoint} (needs GPU meta-training, then python -m training.online_sgd)"
+        )
     with warnings.catch_warnings():
         # Documented behaviour, not news: GPICL reads a subset of large training sets; LogisticRegression
         # and SGDClassifier may stop at their iteration limit on raw pixels.
@@ -288,7 +338,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name in datasets:
             try:
-                new = run_table(name, models, args.folds) if name in TABLES else run_images(name, models, sizes, args.test_size, args.repeats)
+                new = (
+                    run_table(name, models, args.folds)
+                    if name in TABLES
+                    else run_images(name, models, sizes, args.test_size, args.repeats)
+                )
             except DatasetUnavailableError as err:
                 skipped[name] = f"not run offline ({err})"
                 continue
@@ -297,15 +351,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     training = checkpoint.config.get("training", {})
     meta = {
-        "checkpoint": str(args.checkpoint), "checkpoint_sha256": checkpoint.sha256,
-        "checkpoint_training": f"{training.get('steps', '?')} meta-training steps" + (f", {training['note']}" if "note" in training else ""),
-        "folds": args.folds, "train_sizes": sizes, "test_size": args.test_size, "repeats": args.repeats,
+        "checkpoint": str(args.checkpoint),
+        "checkpoint_sha256": checkpoint.sha256,
+        "checkpoint_training": f"{training.get('steps', '?')} meta-training steps"
+        + (f", {training['note']}" if "note" in training else ""),
+        "folds": args.folds,
+        "train_sizes": sizes,
+        "test_size": args.test_size,
+        "repeats": args.repeats,
         "command": ("python -m benchmarks.classical " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
         "seconds": time.perf_counter() - start,
     }
     paragraph = where_gpicl_loses(records, checkpoint.model.cfg.max_len - 1)
     text = markdown(records, skipped, meta, paragraph)
-    write_outputs(args.out, "classical", text, {"meta": meta, "skipped": skipped, "records": records, "where_gpicl_loses": paragraph})
+    write_outputs(
+        args.out,
+        "classical",
+        text,
+        {"meta": meta, "skipped": skipped, "records": records, "where_gpicl_loses": paragraph},
+    )
     if records:
         plot(records, args.out / "classical.png")
     print(text)

@@ -63,7 +63,7 @@ def plot(curves: dict[str, dict[str, dict]], path: Path) -> None:
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(curves):]:
+    for ax in list(axes.flat)[len(curves) :]:
         ax.axis("off")
     fig.suptitle("Meta-test accuracy vs examples seen (shaded: 95% CI; star: paper's final accuracy)", fontsize=10)
     fig.tight_layout()
@@ -72,8 +72,9 @@ def plot(curves: dict[str, dict[str, dict]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.curves", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.curves", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--table2", type=Path, default=RESULTS_DIR / "table2.json", help="output of benchmarks.table2")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)

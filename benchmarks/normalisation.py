@@ -39,20 +39,35 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     n_tasks, n_seqs = (2, 2) if args.quick else (args.n_tasks, args.n_seqs)
     model = load_checkpoint(args.checkpoint).model
-    variants = {"dataset-wide z (meta-training)": lambda x: x, "per-feature z": lambda x: per_feature(x, None),
-                f"per-feature z clipped at {Z_CLIP:g}": lambda x: per_feature(x, Z_CLIP),
-                "clipped, then scaled to unit RMS": lambda x: per_feature(x, Z_CLIP, unit_rms=True)}
+    variants = {
+        "dataset-wide z (meta-training)": lambda x: x,
+        "per-feature z": lambda x: per_feature(x, None),
+        f"per-feature z clipped at {Z_CLIP:g}": lambda x: per_feature(x, Z_CLIP),
+        "clipped, then scaled to unit RMS": lambda x: per_feature(x, Z_CLIP, unit_rms=True),
+    }
     rows = ["| dataset | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for name in args.datasets.split(","):
         x, y = load_dataset(name, "test")
         accs = []
         for transform in variants.values():
-            acc = summarise(meta_test(model, transform(x), y, out_dim=model.cfg.input_dim, n_tasks=n_tasks,
-                                      n_seqs=n_seqs, length=model.cfg.max_len, seed=5))["acc"]
+            acc = summarise(
+                meta_test(
+                    model,
+                    transform(x),
+                    y,
+                    out_dim=model.cfg.input_dim,
+                    n_tasks=n_tasks,
+                    n_seqs=n_seqs,
+                    length=model.cfg.max_len,
+                    seed=5,
+                )
+            )["acc"]
             accs.append(f"{100 * sum(acc[-10:]) / 10:.1f}%")
         rows.append(f"| {name} | " + " | ".join(accs) + " |")
-    text = (f"Accuracy at positions 91-100, {n_tasks} unseen tasks x {n_seqs} sequences, checkpoint "
-            f"`{args.checkpoint}`:\n\n" + "\n".join(rows))
+    text = (
+        f"Accuracy at positions 91-100, {n_tasks} unseen tasks x {n_seqs} sequences, checkpoint "
+        f"`{args.checkpoint}`:\n\n" + "\n".join(rows)
+    )
     print(text)
     if args.out:
         args.out.write_text(f"`python -m benchmarks.normalisation --out {args.out}`\n\n{text}\n")

@@ -41,8 +41,9 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device)
     in_dim = cfg.input_dim(x.shape[1])
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
-    optimizer = make_optimizer(cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
-                               betas=(cfg.beta1, cfg.beta2), capturable=False)
+    optimizer = make_optimizer(
+        cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps, betas=(cfg.beta1, cfg.beta2), capturable=False
+    )
     model = step_model(learner, cfg)
     model = torch.compile(model) if cfg.compile else model
     step = make_train_step(model, optimizer, cfg, device)
@@ -71,37 +72,64 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     def ms(event) -> float:
         return _time_us(event, on_device) / steps / 1e3
 
-    lines = [f"{cfg.batch_size} sequences of {cfg.length} x {in_dim}-d, {cfg.learner} {cfg.learner_kwargs or ''}, "
-             f"compile={cfg.compile}, fold_projection={cfg.fold_projection}, {device}: {unit} time per step", "", "| phase | ms/step |", "|---|---:|"]
+    lines = [
+        f"{cfg.batch_size} sequences of {cfg.length} x {in_dim}-d, {cfg.learner} {cfg.learner_kwargs or ''}, "
+        f"compile={cfg.compile}, fold_projection={cfg.fold_projection}, {device}: {unit} time per step",
+        "",
+        "| phase | ms/step |",
+        "|---|---:|",
+    ]
     for phase in PHASES:  # a range may appear twice on a GPU run (CPU range, GPU annotation)
         lines.append(f"| {phase} | {max(ms(e) for e in events if e.key == phase):.3f} |")
     ops = sorted((e for e in events if e.key not in PHASES), key=ms, reverse=True)[:top]
-    lines += ["", f"Top {top} ops by {unit} time (ms/step; nested ops count inside their callers on CPU):", "",
-              "| op | ms/step | calls/step |", "|---|---:|---:|"]
+    lines += [
+        "",
+        f"Top {top} ops by {unit} time (ms/step; nested ops count inside their callers on CPU):",
+        "",
+        "| op | ms/step | calls/step |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| `{e.key[:80]}` | {ms(e):.3f} | {e.count / steps:g} |" for e in ops]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_step", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--image-size", type=int, default=32, help="0: native resolution (784-d MNIST)")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)")
+    parser.add_argument(
+        "--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny model on the random dataset")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.quick else "cpu")
-    cfg = TrainConfig(batch_size=args.batch_size, image_size=args.image_size or None, channels=args.channels,
-                      compile=args.compile, fold_projection=args.fold_projection, bf16=True)
+    cfg = TrainConfig(
+        batch_size=args.batch_size,
+        image_size=args.image_size or None,
+        channels=args.channels,
+        compile=args.compile,
+        fold_projection=args.fold_projection,
+        bf16=True,
+    )
     if args.quick:
-        cfg = TrainConfig(dataset="random", image_size=8, channels=1, batch_size=4, length=12,
-                          fold_projection=args.fold_projection,
-                          learner_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "head_dim": 8})
+        cfg = TrainConfig(
+            dataset="random",
+            image_size=8,
+            channels=1,
+            batch_size=4,
+            length=12,
+            fold_projection=args.fold_projection,
+            learner_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "head_dim": 8},
+        )
         args.steps, args.warmup, args.top = 2, 1, 5
     text = profile_steps(cfg, args.steps, args.warmup, device, args.top)
     print(text)

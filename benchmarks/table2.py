@@ -70,18 +70,40 @@ class Method:
 
 METHODS = (
     Method("SGD", None, None, _paper(70.31, 50.78, 37.89, 100.0, 14.84, 10.16)),
-    Method("MAML", "maml", "maml_runs", _paper(53.71, 48.44, 36.33, 99.80, 17.38, 11.33),
-           f"{_TRAIN_OTHER} --learner maml --out-dir runs/maml"),
-    Method("VSML", "vsml", "vsml_runs", _paper(79.04, 68.49, 54.69, 100.0, 24.09, 17.45),
-           f"{_TRAIN_OTHER} --learner vsml --batch-size 16 --out-dir runs/vsml"),
-    Method("LSTM", "lstm", "lstm_runs", _paper(25.39, 28.12, 18.10, 58.72, 12.11, 11.07),
-           f"{_TRAIN_OTHER} --learner lstm --out-dir runs/lstm"),
-    Method("Outer-product LSTM", "oplstm", "oplstm_runs", None, f"{_TRAIN_OTHER} --learner oplstm --out-dir runs/oplstm"),
+    Method(
+        "MAML",
+        "maml",
+        "maml_runs",
+        _paper(53.71, 48.44, 36.33, 99.80, 17.38, 11.33),
+        f"{_TRAIN_OTHER} --learner maml --out-dir runs/maml",
+    ),
+    Method(
+        "VSML",
+        "vsml",
+        "vsml_runs",
+        _paper(79.04, 68.49, 54.69, 100.0, 24.09, 17.45),
+        f"{_TRAIN_OTHER} --learner vsml --batch-size 16 --out-dir runs/vsml",
+    ),
+    Method(
+        "LSTM",
+        "lstm",
+        "lstm_runs",
+        _paper(25.39, 28.12, 18.10, 58.72, 12.11, 11.07),
+        f"{_TRAIN_OTHER} --learner lstm --out-dir runs/lstm",
+    ),
+    Method(
+        "Outer-product LSTM", "oplstm", "oplstm_runs", None, f"{_TRAIN_OTHER} --learner oplstm --out-dir runs/oplstm"
+    ),
     Method("GPICL Transformer", "transformer", "gpicl_runs", _paper(73.70, 62.24, 53.39, 100.0, 19.40, 14.58), _TRAIN),
     Method("GPICL + test-time ensembling", "transformer", "gpicl_runs", None, _TRAIN, ensemble=True),
 )
-DEFAULT_RUNS = {"maml_runs": "runs/maml", "vsml_runs": "runs/vsml", "lstm_runs": "runs/lstm",
-                "oplstm_runs": "runs/oplstm", "gpicl_runs": "runs/default"}
+DEFAULT_RUNS = {
+    "maml_runs": "runs/maml",
+    "vsml_runs": "runs/vsml",
+    "lstm_runs": "runs/lstm",
+    "oplstm_runs": "runs/oplstm",
+    "gpicl_runs": "runs/default",
+}
 
 
 class TestTimeEnsemble(nn.Module):
@@ -143,22 +165,39 @@ def _evaluate(learners: list[tuple[nn.Module, dict]], datasets: list[str], data:
                 out[name] = {"status": "not run offline", "reason": split}
                 break
             x, y = split
-            correct.append(meta_test(learner, x, y, out_dim=prep["out_dim"] or x.shape[1], num_classes=prep["num_classes"],
-                                     n_tasks=args.n_tasks, n_seqs=args.n_seqs, length=args.length, seed=args.seed))
+            correct.append(
+                meta_test(
+                    learner,
+                    x,
+                    y,
+                    out_dim=prep["out_dim"] or x.shape[1],
+                    num_classes=prep["num_classes"],
+                    n_tasks=args.n_tasks,
+                    n_seqs=args.n_seqs,
+                    length=args.length,
+                    seed=args.seed,
+                )
+            )
         else:
             out[name] = {"status": "ok", "n_runs": len(learners), **summarise(np.concatenate(correct))}
     return out
 
 
-def _load_learner(run: Path, method: Method, loaded: dict, members: int, device: torch.device) -> tuple[nn.Module, dict, int]:
+def _load_learner(
+    run: Path, method: Method, loaded: dict, members: int, device: torch.device
+) -> tuple[nn.Module, dict, int]:
     if run not in loaded:
         learner, cfg, step = load_run(run)
         loaded[run] = learner.to(device), cfg, step
     learner, cfg, step = loaded[run]
     if cfg["learner"] != method.learner:
         raise ValueError(f"{run} meta-trained learner {cfg['learner']!r}, but {method.name} needs {method.learner!r}")
-    prep = {"image_size": cfg["image_size"], "channels": cfg["channels"], "out_dim": cfg["input_dim"],
-            "num_classes": cfg["num_classes"]}
+    prep = {
+        "image_size": cfg["image_size"],
+        "channels": cfg["channels"],
+        "out_dim": cfg["input_dim"],
+        "num_classes": cfg["num_classes"],
+    }
     if method.ensemble:
         learner = TestTimeEnsemble(learner, members, cfg["num_classes"], seed=0)
     return learner, prep, step
@@ -171,7 +210,9 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
     if method.learner is None:
         prep = {"image_size": args.image_size, "channels": args.channels, "out_dim": None, "num_classes": 10}
         learners = [(OnlineAdamLearner(num_classes=10, lr=1e-3).to(data.device), prep)]
-        result["setup"] = f"linear, zero init, Adam lr 1e-3, one step per example; inputs {args.image_size}x{args.image_size}x{args.channels}"
+        result["setup"] = (
+            f"linear, zero init, Adam lr 1e-3, one step per example; inputs {args.image_size}x{args.image_size}x{args.channels}"
+        )
     else:
         present = [r for r in runs if (r / "state" / "meta.json").is_file()]
         result["missing_runs"] = [str(r) for r in runs if r not in present]
@@ -225,14 +266,26 @@ def markdown(results: dict, protocol: dict) -> str:
             notes.append(f"- {name}: not run (needs GPU meta-training: `{method_command(name)}`)")
     lines += [""] + [f"¹ {text}" for d, text in FOOTNOTES.items() if d in datasets]
     if notes:
-        lines += ["", "² The method's run folders are missing (one per meta-training seed: add `--seed S` and a "
-                  "distinct `--out-dir` to the command, then list them in `--<method>-runs`):", "", *notes]
+        lines += [
+            "",
+            "² The method's run folders are missing (one per meta-training seed: add `--seed S` and a "
+            "distinct `--out-dir` to the command, then list them in `--<method>-runs`):",
+            "",
+            *notes,
+        ]
     if offline:
-        lines += ["", f"Not run offline: {', '.join(sorted(offline))} (not in the data root, and no download possible here)."]
+        lines += [
+            "",
+            f"Not run offline: {', '.join(sorted(offline))} (not in the data root, and no download possible here).",
+        ]
     ran = {n: r for n, r in results.items() if r["status"] == "ok" and "runs" in r}
     lines += ["", "Runs:", ""]
-    lines += [f"- {n}: " + ", ".join(f"`{x['path']}` (step {x['step']})" for x in r["runs"]) +
-              (f"; {r['setup']}" if "setup" in r else "") for n, r in ran.items()]
+    lines += [
+        f"- {n}: "
+        + ", ".join(f"`{x['path']}` (step {x['step']})" for x in r["runs"])
+        + (f"; {r['setup']}" if "setup" in r else "")
+        for n, r in ran.items()
+    ]
     if "SGD" in results and "setup" in results["SGD"]:
         lines.append(f"- SGD: {results['SGD']['setup']}")
     lines += [
@@ -246,16 +299,21 @@ def markdown(results: dict, protocol: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.table2", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.table2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for flag, default in DEFAULT_RUNS.items():
-        parser.add_argument(f"--{flag.replace('_', '-')}", default=default, help=f"comma-separated run folders (default {default})")
+        parser.add_argument(
+            f"--{flag.replace('_', '-')}", default=default, help=f"comma-separated run folders (default {default})"
+        )
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--n-tasks", type=int, help="tasks per dataset and run (default 16)")
     parser.add_argument("--n-seqs", type=int, help="sequences per task (default 16)")
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--members", type=int, help="test-time ensemble members (default 8)")
-    parser.add_argument("--image-size", type=int, default=32, help="SGD's input preprocessing (meta-trained methods use their run's)")
+    parser.add_argument(
+        "--image-size", type=int, default=32, help="SGD's input preprocessing (meta-trained methods use their run's)"
+    )
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="meta-test task seed")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 tasks x 4 sequences, 2 ensemble members")
@@ -274,9 +332,17 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--n-tasks must be at least 2 (the confidence interval is over tasks)")
 
     command = "python -m benchmarks.table2 " + " ".join(argv if argv is not None else sys.argv[1:])
-    protocol = {"datasets": datasets, "n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": args.length,
-                "seed": args.seed, "members": args.members, "command": command.strip(), "device": args.device,
-                "ci": "95% normal approximation over (run, task) pairs"}
+    protocol = {
+        "datasets": datasets,
+        "n_tasks": args.n_tasks,
+        "n_seqs": args.n_seqs,
+        "length": args.length,
+        "seed": args.seed,
+        "members": args.members,
+        "command": command.strip(),
+        "device": args.device,
+        "ci": "95% normal approximation over (run, task) pairs",
+    }
     data, loaded = _Data(torch.device(args.device)), {}
     results = {}
     for method in METHODS:

@@ -37,11 +37,31 @@ MODES = {
 
 def _command(setting: str, mode: str, gpus: int, steps: int, out: Path, extra: list[str]) -> list[str]:
     batch, flags = SETTINGS[setting]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"] if gpus > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={gpus}"]
+        if gpus > 1
+        else [sys.executable]
+    )
     return launcher + [
-        "-m", "training.train", "--out-dir", str(out), "--steps", str(steps), "--batch-size", str(batch),
-        "--log-every", str(steps // 4), "--eval-every", str(10 * steps), "--ckpt-every", str(10 * steps),
-        "--eval-datasets", "[]", *flags, *MODES[mode], *extra,
+        "-m",
+        "training.train",
+        "--out-dir",
+        str(out),
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch),
+        "--log-every",
+        str(steps // 4),
+        "--eval-every",
+        str(10 * steps),
+        "--ckpt-every",
+        str(10 * steps),
+        "--eval-datasets",
+        "[]",
+        *flags,
+        *MODES[mode],
+        *extra,
     ]
 
 
@@ -72,19 +92,37 @@ def run_all(jobs: list[tuple[str, str, int]], steps: int, extra: list[str], conc
                 if gpus == 1 and concurrent:
                     env["CUDA_VISIBLE_DEVICES"] = str(i)
                 log = open(log_dir / f"{out.name}.log", "w")
-                procs.append((setting, mode, gpus, out, log,
-                              subprocess.Popen(_command(setting, mode, gpus, steps, out, extra), env=env,
-                                               stdout=log, stderr=subprocess.STDOUT)))
+                procs.append(
+                    (
+                        setting,
+                        mode,
+                        gpus,
+                        out,
+                        log,
+                        subprocess.Popen(
+                            _command(setting, mode, gpus, steps, out, extra),
+                            env=env,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        ),
+                    )
+                )
             for setting, mode, gpus, out, log, proc in procs:
                 rc = proc.wait()
                 log.close()
                 rate = _rate(out) if rc == 0 else None
                 results[f"{setting} | {mode} | {gpus} GPU"] = {
-                    "setting": setting, "mode": mode, "gpus": gpus, "returncode": rc,
+                    "setting": setting,
+                    "mode": mode,
+                    "gpus": gpus,
+                    "returncode": rc,
                     "ms_per_step": 1000 / rate if rate else None,
                 }
-                print(f"{setting:>14} {mode:>14} {gpus} GPU: rc={rc} "
-                      f"{'%.2f ms/step' % (1000 / rate) if rate else 'failed (see log)'}", flush=True)
+                print(
+                    f"{setting:>14} {mode:>14} {gpus} GPU: rc={rc} "
+                    f"{'%.2f ms/step' % (1000 / rate) if rate else 'failed (see log)'}",
+                    flush=True,
+                )
     return results
 
 
@@ -97,8 +135,14 @@ def _gpu_count() -> int:
 def table(results: dict) -> str:
     rows = ["| setting | mode | GPUs | ms/step | speed-up vs 1 GPU (ideal = GPUs) |", "|---|---|---|---|---|"]
     for r in results.values():
-        one = next((o for o in results.values() if o["setting"] == r["setting"] and o["mode"] == r["mode"]
-                    and o["gpus"] == 1 and o["ms_per_step"]), None)
+        one = next(
+            (
+                o
+                for o in results.values()
+                if o["setting"] == r["setting"] and o["mode"] == r["mode"] and o["gpus"] == 1 and o["ms_per_step"]
+            ),
+            None,
+        )
         ms = r["ms_per_step"]
         speedup = f"{r['gpus'] * one['ms_per_step'] / ms:.2f}x" if ms and one and r["gpus"] > 1 else ""
         rows.append(f"| {r['setting']} | {r['mode']} | {r['gpus']} | {'%.2f' % ms if ms else 'failed'} | {speedup} |")
@@ -116,8 +160,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.quick:
-        extra = ["--learner-kwargs", '{"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16}',
-                 "--batch-size", "4", "--dataset", "random", "--image-size", "8"]
+        extra = [
+            "--learner-kwargs",
+            '{"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16}',
+            "--batch-size",
+            "4",
+            "--dataset",
+            "random",
+            "--image-size",
+            "8",
+        ]
         jobs = [("B=128, 784-d", "eager", 1)]
         results = run_all(jobs, 8, extra, concurrent=False, log_dir=args.out)
         print(table(results))
@@ -132,8 +184,10 @@ def main(argv: list[str] | None = None) -> None:
 
     header = f"GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}, torch {torch.__version__}"
     command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = (f"{header}\n\n{table(results)}\n\nTargets (issue #3): <= 2 ms (B=128, 784-d) and <= 8 ms "
-            f"(B=512, 3072-d) on one GPU; >= 3.5x on 4 GPUs at a fixed batch per GPU.\n\nMade by `{command.strip()}`.\n")
+    text = (
+        f"{header}\n\n{table(results)}\n\nTargets (issue #3): <= 2 ms (B=128, 784-d) and <= 8 ms "
+        f"(B=512, 3072-d) on one GPU; >= 3.5x on 4 GPUs at a fixed batch per GPU.\n\nMade by `{command.strip()}`.\n"
+    )
     print(text)
     (args.out / "train_throughput.md").write_text(text)
     (args.out / "train_throughput.json").write_text(json.dumps({"device": header, "results": results}, indent=1))

@@ -87,7 +87,9 @@ def _check_sequence(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor) -> None:
         raise ValueError(f"bias must have {weight.shape[-1]} entries (one per class), got {tuple(bias.shape)}")
 
 
-def online_sgd(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, lr: Tensor | float, *, block: int | None = None) -> OnlineResult:
+def online_sgd(
+    x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, lr: Tensor | float, *, block: int | None = None
+) -> OnlineResult:
     r"""Predict, then take one plain SGD step, for every example of ``B`` sequences.
 
     Parameters
@@ -137,8 +139,14 @@ def online_sgd(x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, lr: Tensor | 
 
 @torch.no_grad()
 def online_adam(
-    x: Tensor, y: Tensor, weight: Tensor, bias: Tensor, *, lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    x: Tensor,
+    y: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    *,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> OnlineResult:
     """Predict, then take one Adam step, for every example of ``B`` sequences at once.
 
@@ -230,9 +238,14 @@ def save_maml_init(directory: str | os.PathLike, weight: Tensor, bias: Tensor, l
     training : dict
         JSON-serialisable provenance (the run that produced the weights).
     """
-    weight, bias = weight.detach().to("cpu", torch.float32).contiguous(), bias.detach().to("cpu", torch.float32).contiguous()
+    weight, bias = (
+        weight.detach().to("cpu", torch.float32).contiguous(),
+        bias.detach().to("cpu", torch.float32).contiguous(),
+    )
     if weight.ndim != 2 or bias.shape != (weight.shape[1],):
-        raise ValueError(f"weight must be (input_dim, C) and bias (C,), got {tuple(weight.shape)} and {tuple(bias.shape)}")
+        raise ValueError(
+            f"weight must be (input_dim, C) and bias (C,), got {tuple(weight.shape)} and {tuple(bias.shape)}"
+        )
     if not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     config = {
@@ -248,7 +261,9 @@ def save_maml_init(directory: str | os.PathLike, weight: Tensor, bias: Tensor, l
         raise ValueError(f"training must be JSON-serialisable: {e}") from e
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomic(directory / WEIGHTS_NAME, save_safetensors({"weight": weight, "bias": bias}, metadata={"format": "pt"}))
+    _write_atomic(
+        directory / WEIGHTS_NAME, save_safetensors({"weight": weight, "bias": bias}, metadata={"format": "pt"})
+    )
     _write_atomic(directory / CONFIG_NAME, config_text.encode())  # last: see gpicl_sklearn.checkpoint
     return directory
 
@@ -265,7 +280,9 @@ def load_maml_init(source: str | os.PathLike) -> MAMLInit:
     weights_path, config_path = directory / WEIGHTS_NAME, directory / CONFIG_NAME
     for path in (weights_path, config_path):
         if not path.is_file():
-            raise CheckpointError(f"{path}: MAML initialisation file is missing (expected a folder written by save_maml_init)")
+            raise CheckpointError(
+                f"{path}: MAML initialisation file is missing (expected a folder written by save_maml_init)"
+            )
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -274,8 +291,10 @@ def load_maml_init(source: str | os.PathLike) -> MAMLInit:
         found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
         raise CheckpointError(f"{config_path}: model_type is {found!r}, expected {MAML_MODEL_TYPE!r}")
     if config.get("format_version") != MAML_FORMAT_VERSION:
-        raise CheckpointError(f"{config_path}: format_version {config.get('format_version')!r} is not supported "
-                              f"(this gpicl-sklearn reads {MAML_FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{config_path}: format_version {config.get('format_version')!r} is not supported "
+            f"(this gpicl-sklearn reads {MAML_FORMAT_VERSION})"
+        )
     try:
         arch, update = config["architecture"], config["inner_update"]
         shapes = {"weight": (int(arch["input_dim"]), int(arch["num_classes"])), "bias": (int(arch["num_classes"]),)}
@@ -295,8 +314,10 @@ def load_maml_init(source: str | os.PathLike) -> MAMLInit:
     for name, shape in shapes.items():
         t = tensors[name]
         if tuple(t.shape) != shape or not t.is_floating_point() or not torch.isfinite(t).all():
-            raise CheckpointError(f"{weights_path}: tensor {name!r} must be finite floats of shape {shape} "
-                                  f"(from config.json), got {t.dtype} {tuple(t.shape)}")
+            raise CheckpointError(
+                f"{weights_path}: tensor {name!r} must be finite floats of shape {shape} "
+                f"(from config.json), got {t.dtype} {tuple(t.shape)}"
+            )
     return MAMLInit(tensors["weight"].float(), tensors["bias"].float(), lr, config, hashlib.sha256(data).hexdigest())
 
 
@@ -459,15 +480,18 @@ class MAMLClassifier(_OnlineLinearClassifier):
     def _learn(self, z: np.ndarray, y: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         init = load_maml_init(self.checkpoint)
         if n_classes > init.num_classes:
-            raise ValueError(f"y has {n_classes} classes, but the MAML initialisation {str(self.checkpoint)!r} "
-                             f"has {init.num_classes} label slots")
+            raise ValueError(
+                f"y has {n_classes} classes, but the MAML initialisation {str(self.checkpoint)!r} "
+                f"has {init.num_classes} label slots"
+            )
         rng = np.random.default_rng(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         slots = draw_label_slots(rng, n_classes, init.num_classes)
         projection = draw_projection(rng, z.shape[1], init.input_dim).astype(np.float64)
         x = torch.from_numpy(z @ projection)[None]
         with torch.no_grad():
-            result = online_sgd(x, torch.from_numpy(slots[y])[None], init.weight.double(), init.bias.double(),
-                                init.lr, block=_FIT_BLOCK)
+            result = online_sgd(
+                x, torch.from_numpy(slots[y])[None], init.weight.double(), init.bias.double(), init.lr, block=_FIT_BLOCK
+            )
         self.inner_lr_ = init.lr
         coef = projection @ result.weight[0].numpy()[:, slots]  # (n_features, n_classes)
         return coef.T, result.bias[0].numpy()[slots]

@@ -312,9 +312,12 @@ def _check_tensors(tensors: dict, model: GPICLTransformer, path: str) -> None:
     missing = sorted(expected.keys() - tensors.keys())
     extra = sorted(tensors.keys() - expected.keys())
     if missing or extra:
-        raise CheckpointError(f"{path}: tensors do not match the architecture in config.json "
-                              f"(missing: {missing}, unexpected: {extra})")
-    wrong = [f"{k}: {tuple(v.shape)} instead of {expected[k]}" for k, v in tensors.items() if tuple(v.shape) != expected[k]]
+        raise CheckpointError(
+            f"{path}: tensors do not match the architecture in config.json (missing: {missing}, unexpected: {extra})"
+        )
+    wrong = [
+        f"{k}: {tuple(v.shape)} instead of {expected[k]}" for k, v in tensors.items() if tuple(v.shape) != expected[k]
+    ]
     if wrong:
         raise CheckpointError(f"{path}: tensor shapes do not match config.json: {'; '.join(sorted(wrong))}")
     for k, v in tensors.items():

@@ -134,7 +134,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.random_state = random_state
 
-    def fit(self, X, y) -> "GPICLClassifier":
+    def fit(self, X, y) -> GPICLClassifier:
         """Encode the training rows as the context of every ensemble member.
 
         Parameters
@@ -166,14 +166,18 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         max_context = cfg.max_len - 1
         rows = context_rows(rng, n_samples, self.n_estimators, max_context)
         if n_samples > max_context:
-            warnings.warn(_subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2)
+            warnings.warn(
+                _subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2
+            )
         slots = np.stack([draw_label_slots(rng, len(classes), cfg.num_classes) for _ in range(self.n_estimators)])
         weight_t = checkpoint.model.embed_x.weight.detach().T  # (input_dim, d_model)
         # One member at a time: A is (n_features, input_dim), large for wide tables.
-        projection = np.stack([
-            (torch.from_numpy(draw_projection(rng, n_features, cfg.input_dim)) @ weight_t).numpy()
-            for _ in range(self.n_estimators)
-        ])
+        projection = np.stack(
+            [
+                (torch.from_numpy(draw_projection(rng, n_features, cfg.input_dim)) @ weight_t).numpy()
+                for _ in range(self.n_estimators)
+            ]
+        )
         scaler = ClippedStandardizer().fit(X)
         X = scaler.transform(X)
 
@@ -229,7 +233,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             state["_encoded"] = _Lazy()
         return state
 
-    def _encoded_context(self, checkpoint: Checkpoint | None = None) -> "_EncodedContext":
+    def _encoded_context(self, checkpoint: Checkpoint | None = None) -> _EncodedContext:
         """The torch state for the current ``device``, built from the fitted arrays once."""
         device = _resolve_device(self.device)
         enc = self._encoded.value

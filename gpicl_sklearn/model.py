@@ -41,7 +41,7 @@ class GPICLConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GPICLConfig":
+    def from_dict(cls, d: dict) -> GPICLConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown GPICLConfig fields: {sorted(unknown)}")

@@ -60,7 +60,7 @@ class ClippedStandardizer(TransformerMixin, BaseEstimator):
     points against meta-training's normalisation; clipping and rescaling win 11 back.
     """
 
-    def fit(self, X: np.ndarray, y=None) -> "ClippedStandardizer":
+    def fit(self, X: np.ndarray, y=None) -> ClippedStandardizer:
         self.scaler_ = fit_standardizer(X)
         rms = float(np.sqrt(np.mean(self._clipped(X) ** 2)))
         self.rms_ = rms if rms > 0 else 1.0  # all features constant: everything maps to 0

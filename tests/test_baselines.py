@@ -39,10 +39,19 @@ def write_run(directory: Path, module: torch.nn.Module, **config) -> Path:
     spec = learner_config(module)
     name = spec.pop("name")
     options = {k: v for k, v in spec.items() if k not in ("input_dim", "num_classes")}
-    cfg = dataclasses.asdict(TrainConfig(out_dir=str(directory), learner=name, learner_kwargs=options,
-                                         num_classes=spec["num_classes"], **config))
-    save_state(directory / "state", module, torch.optim.Adam(module.parameters()), step=7,
-               rng_states=[torch.Generator().get_state()], config={**cfg, "world_size": 1, "input_dim": spec["input_dim"]})
+    cfg = dataclasses.asdict(
+        TrainConfig(
+            out_dir=str(directory), learner=name, learner_kwargs=options, num_classes=spec["num_classes"], **config
+        )
+    )
+    save_state(
+        directory / "state",
+        module,
+        torch.optim.Adam(module.parameters()),
+        step=7,
+        rng_states=[torch.Generator().get_state()],
+        config={**cfg, "world_size": 1, "input_dim": spec["input_dim"]},
+    )
     return directory
 
 
@@ -125,8 +134,13 @@ def test_online_sgd_classifier_is_the_online_adam_update_on_standardised_rows():
     X, y = blobs()
     clf = OnlineSGDClassifier(learning_rate=0.01).fit(X, y)
     z = (X - X.mean(0)) / X.std(0)
-    ref = online_adam(torch.from_numpy(z)[None], torch.from_numpy(y)[None], torch.zeros(6, 3, dtype=torch.float64),
-                      torch.zeros(3, dtype=torch.float64), lr=0.01)
+    ref = online_adam(
+        torch.from_numpy(z)[None],
+        torch.from_numpy(y)[None],
+        torch.zeros(6, 3, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.float64),
+        lr=0.01,
+    )
     np.testing.assert_allclose(clf.coef_, ref.weight[0].T.numpy())
     np.testing.assert_allclose(clf.intercept_, ref.bias[0].numpy())
     assert clf.score(X, y) > 0.9
@@ -142,8 +156,12 @@ def test_online_sgd_classifier_epochs_replay_the_rows():
 
 @pytest.mark.parametrize(
     ("params", "match"),
-    [({"learning_rate": 0}, "learning_rate must be a positive"), ({"learning_rate": float("nan")}, "learning_rate"),
-     ({"n_epochs": 0}, "n_epochs must be a positive integer"), ({"n_epochs": 1.5}, "n_epochs")],
+    [
+        ({"learning_rate": 0}, "learning_rate must be a positive"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"n_epochs": 0}, "n_epochs must be a positive integer"),
+        ({"n_epochs": 1.5}, "n_epochs"),
+    ],
 )
 def test_online_sgd_classifier_bad_params(params, match):
     X, y = blobs(20)
@@ -156,8 +174,13 @@ def test_online_sgd_classifier_bad_params(params, match):
 
 def write_init(directory: Path, input_dim: int = 16, num_classes: int = 5, lr: float = 0.05, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
-    return save_maml_init(directory, torch.randn(input_dim, num_classes, generator=g) * 0.1,
-                          torch.randn(num_classes, generator=g) * 0.1, lr, training={"note": "test"})
+    return save_maml_init(
+        directory,
+        torch.randn(input_dim, num_classes, generator=g) * 0.1,
+        torch.randn(num_classes, generator=g) * 0.1,
+        lr,
+        training={"note": "test"},
+    )
 
 
 def test_maml_init_round_trip(tmp_path):
@@ -183,7 +206,9 @@ def test_maml_init_broken_files_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="expected 'gpicl-maml-init'"):
         load_maml_init(tmp_path)
     other = write_init(tmp_path / "other", input_dim=8)
-    (tmp_path / "config.json").write_text((other / "config.json").read_text().replace('"input_dim": 8', '"input_dim": 9'))
+    (tmp_path / "config.json").write_text(
+        (other / "config.json").read_text().replace('"input_dim": 8', '"input_dim": 9')
+    )
     (tmp_path / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match=r"tensor 'weight' must be finite floats of shape \(9, 5\)"):
         load_maml_init(tmp_path)

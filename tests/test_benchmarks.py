@@ -10,10 +10,10 @@ import json
 
 import pytest
 import torch
+from conftest import write_tiny_mnist
 from test_baselines import write_run
 
 from benchmarks import classical, curves, normalisation, profile_step, table2
-from tests.helpers import write_tiny_mnist
 from training.learners import build_learner
 from training.online_sgd import export_maml_init
 
@@ -33,9 +33,24 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def table2_out(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("table2")
-    table2.main(["--quick", "--datasets", "random", "--image-size", "4", "--channels", "1", "--out", str(out),
-                 "--gpicl-runs", str(runs["gpicl"]), "--maml-runs", str(runs["maml"]),
-                 *(f"--{m}-runs={runs['missing']}" for m in ("vsml", "lstm", "oplstm"))])
+    table2.main(
+        [
+            "--quick",
+            "--datasets",
+            "random",
+            "--image-size",
+            "4",
+            "--channels",
+            "1",
+            "--out",
+            str(out),
+            "--gpicl-runs",
+            str(runs["gpicl"]),
+            "--maml-runs",
+            str(runs["maml"]),
+            *(f"--{m}-runs={runs['missing']}" for m in ("vsml", "lstm", "oplstm")),
+        ]
+    )
     return out
 
 
@@ -92,7 +107,14 @@ def test_classical_quick(runs, tmp_path):
     init = export_maml_init(runs["maml"], tmp_path / "maml_init")
     records = classical.main(["--quick", "--datasets", "iris", "--maml-checkpoint", str(init), "--out", str(tmp_path)])
     models = {r["model"] for r in records}
-    assert {"GPICL (E=1)", "GPICL (E=8)", "LogisticRegression", "HistGradientBoosting", "OnlineSGD (paper SGD)", "MAML"} <= models
+    assert {
+        "GPICL (E=1)",
+        "GPICL (E=8)",
+        "LogisticRegression",
+        "HistGradientBoosting",
+        "OnlineSGD (paper SGD)",
+        "MAML",
+    } <= models
     assert all(r["setting"] == "iris (3-fold CV)" and 0 <= r["acc_mean"] <= 1 and r["fit_s"] > 0 for r in records)
     data = json.loads((tmp_path / "classical.json").read_text())
     assert data["where_gpicl_loses"].startswith("GPICL (E=8) has the best mean accuracy on")
@@ -103,11 +125,25 @@ def test_classical_quick(runs, tmp_path):
 
 def test_where_gpicl_loses_is_computed_from_the_records():
     def rec(setting, model, acc, n_train=100, t=1.0):
-        return {"setting": setting, "dataset": "x", "n_train": n_train, "model": model, "acc_mean": acc,
-                "acc_std": 0.0, "n_scores": 1, "fit_s": t, "predict_s": t}
+        return {
+            "setting": setting,
+            "dataset": "x",
+            "n_train": n_train,
+            "model": model,
+            "acc_mean": acc,
+            "acc_std": 0.0,
+            "n_scores": 1,
+            "fit_s": t,
+            "predict_s": t,
+        }
 
-    records = [rec("a", "GPICL (E=8)", 0.9, t=3.0), rec("a", "LogisticRegression", 0.8),
-               rec("b", "GPICL (E=8)", 0.5, n_train=1000, t=2.0), rec("b", "LogisticRegression", 0.7), rec("b", "SVC", 0.75)]
+    records = [
+        rec("a", "GPICL (E=8)", 0.9, t=3.0),
+        rec("a", "LogisticRegression", 0.8),
+        rec("b", "GPICL (E=8)", 0.5, n_train=1000, t=2.0),
+        rec("b", "LogisticRegression", 0.7),
+        rec("b", "SVC", 0.75),
+    ]
     text = classical.where_gpicl_loses(records, max_context=99)
     assert "best mean accuracy on 1 of 2 settings (a)" in text
     assert "b: 0.500 vs SVC 0.750 (-25.0 points)" in text
@@ -125,7 +161,10 @@ def test_normalisation_quick(tmp_path, monkeypatch, capsys):
 
 def test_profile_step_quick_reports_both_phases():
     text = profile_step.main(["--quick"])
-    rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in text.splitlines()
-            if line.startswith("| sample") or line.startswith("| train_step")}
+    rows = {
+        line.split("|")[1].strip(): float(line.split("|")[2])
+        for line in text.splitlines()
+        if line.startswith("| sample") or line.startswith("| train_step")
+    }
     assert set(rows) == {"sample", "train_step"} and all(v > 0 for v in rows.values())
     assert "Top 5 ops" in text

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CONFIG, tiny_model, write_tiny_checkpoint
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_CONFIG, tiny_model, write_tiny_checkpoint
 from gpicl_sklearn import CheckpointError, load_checkpoint, save_checkpoint
 from gpicl_sklearn.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPE, WEIGHTS_NAME
 from gpicl_sklearn.model import GPICLConfig
@@ -25,8 +25,9 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module, dtype: torch.dty
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_round_trip(tmp_path: Path, dtype: torch.dtype):
     model = tiny_model()
-    out = save_checkpoint(model, tmp_path / "ckpt", preprocessing={"p": 1}, training={"steps": 3},
-                          metrics={"acc": 0.5}, dtype=dtype)
+    out = save_checkpoint(
+        model, tmp_path / "ckpt", preprocessing={"p": 1}, training={"steps": 3}, metrics={"acc": 0.5}, dtype=dtype
+    )
     assert sorted(p.name for p in out.iterdir()) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     assert {t.dtype for t in load_file(out / WEIGHTS_NAME).values()} == {dtype}
 
@@ -168,7 +169,10 @@ def test_config_must_be_an_object(tmp_path: Path):
 def test_wrong_tensor_shapes(tmp_path: Path):
     write_tiny_checkpoint(tmp_path)
     edit_config(tmp_path, architecture={**TINY_CONFIG.to_dict(), "d_model": 64})  # weights are for 32
-    with pytest.raises(CheckpointError, match=r"tensor shapes do not match config.json: .*embed_x.weight: \(32, 48\) instead of \(64, 48\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"tensor shapes do not match config.json: .*embed_x.weight: \(32, 48\) instead of \(64, 48\)",
+    ):
         load_checkpoint(tmp_path)
 
 
@@ -221,7 +225,10 @@ def offline_hub(tmp_path: Path, monkeypatch) -> Path:
 
 
 def test_hub_id_offline_and_not_cached(offline_hub: Path):
-    with pytest.raises(CheckpointError, match=r"'someone/gpicl-model' is not a local folder and is not in the Hugging Face cache.*offline"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'someone/gpicl-model' is not a local folder and is not in the Hugging Face cache.*offline",
+    ):
         load_checkpoint("someone/gpicl-model")
 
 

@@ -188,13 +188,18 @@ def test_random_state_makes_fit_reproducible(tiny_checkpoint):
 def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
     X, y = small_problem(n=50)
     clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0)  # 3 * 19 >= 50
-    with pytest.warns(ContextSubsetWarning, match=r"50 training rows exceed the model's context of 19 rows.*50 distinct rows are used\.$"):
+    with pytest.warns(
+        ContextSubsetWarning,
+        match=r"50 training rows exceed the model's context of 19 rows.*50 distinct rows are used\.$",
+    ):
         clf.fit(X, y)
     assert clf._context_X.shape == (3, MAX_CONTEXT, X.shape[1])
     seen = {tuple(row) for row in clf._context_X.reshape(-1, X.shape[1])}
     assert seen == {tuple(row) for row in clf._scaler.transform(X)}
 
-    with pytest.warns(ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"):
+    with pytest.warns(
+        ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"
+    ):
         clf.set_params(n_estimators=2).fit(X, y)
 
 

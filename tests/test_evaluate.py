@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_tiny_mnist
 from torch import nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
 from training import publish
-from tests.helpers import write_tiny_mnist
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, load_run, meta_test, summarise
 from training.evaluate import main as evaluate_main
@@ -162,7 +162,9 @@ def test_evaluate_datasets_runs_what_is_there_and_marks_the_rest_offline(offline
     assert learner.training, "the learner's mode is restored"
 
     x, y = load_dataset("mnist", "test", size=8, channels=1)
-    direct = summarise(meta_test(learner.eval(), x, y, out_dim=48, num_classes=10, n_tasks=3, n_seqs=2, length=6, seed=4))
+    direct = summarise(
+        meta_test(learner.eval(), x, y, out_dim=48, num_classes=10, n_tasks=3, n_seqs=2, length=6, seed=4)
+    )
     assert results["mnist"] == {"status": "ok", **direct}
 
 
@@ -172,16 +174,43 @@ def test_evaluate_datasets_runs_what_is_there_and_marks_the_rest_offline(offline
 @pytest.fixture
 def tiny_run(offline_root, tmp_path) -> Path:
     run = tmp_path / "run"
-    train(TrainConfig(dataset="mnist", image_size=8, channels=1, out_dim=24, length=10, num_classes=4,
-                      learner_kwargs=TINY_LEARNER, batch_size=4, steps=3, log_every=3, eval_datasets=(),
-                      out_dir=str(run)))
+    train(
+        TrainConfig(
+            dataset="mnist",
+            image_size=8,
+            channels=1,
+            out_dim=24,
+            length=10,
+            num_classes=4,
+            learner_kwargs=TINY_LEARNER,
+            batch_size=4,
+            steps=3,
+            log_every=3,
+            eval_datasets=(),
+            out_dir=str(run),
+        )
+    )
     return run
 
 
 def test_evaluate_main_meta_tests_a_run(tiny_run, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    evaluate_main(["--run", str(tiny_run), "--datasets", "mnist,svhn", "--n-tasks", "2", "--n-seqs", "2",
-                   "--out", str(out), "--device", "cpu"])
+    evaluate_main(
+        [
+            "--run",
+            str(tiny_run),
+            "--datasets",
+            "mnist,svhn",
+            "--n-tasks",
+            "2",
+            "--n-seqs",
+            "2",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved["step"] == 3
     assert saved["results"]["mnist"]["status"] == "ok" and len(saved["results"]["mnist"]["acc"]) == 10
@@ -191,8 +220,22 @@ def test_evaluate_main_meta_tests_a_run(tiny_run, tmp_path, capsys):
 
 def test_publish_writes_a_loadable_checkpoint_with_metrics(tiny_run, tmp_path):
     out = tmp_path / "ckpt"
-    publish.main(["--run", str(tiny_run), "--out", str(out), "--datasets", "mnist,fashion_mnist",
-                  "--n-tasks", "2", "--n-seqs", "2", "--device", "cpu"])
+    publish.main(
+        [
+            "--run",
+            str(tiny_run),
+            "--out",
+            str(out),
+            "--datasets",
+            "mnist,fashion_mnist",
+            "--n-tasks",
+            "2",
+            "--n-seqs",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
     ckpt = load_checkpoint(out)
     metrics = ckpt.config["metrics"]
     assert 0.0 <= metrics["final_acc"]["mnist"] <= 1.0 and "mnist" in metrics["final_ci95"]
@@ -260,15 +303,30 @@ def test_publish_uploads_the_written_folder(tiny_run, tmp_path, monkeypatch, cap
     monkeypatch.setattr(FakeHub, "calls", [])
     monkeypatch.setattr(FakeHub, "offline", offline)
     out = tmp_path / "ckpt"
-    args = ["--run", str(tiny_run), "--out", str(out), "--datasets", "mnist", "--n-tasks", "2", "--n-seqs", "2",
-            "--device", "cpu", "--repo-id", "me/gpicl"]
+    args = [
+        "--run",
+        str(tiny_run),
+        "--out",
+        str(out),
+        "--datasets",
+        "mnist",
+        "--n-tasks",
+        "2",
+        "--n-seqs",
+        "2",
+        "--device",
+        "cpu",
+        "--repo-id",
+        "me/gpicl",
+    ]
     if offline:
         with pytest.raises(SystemExit, match=r"me/gpicl failed \(ConnectionError.*hf upload me/gpicl"):
             publish.main(args)
         assert load_checkpoint(out).config["metrics"]["final_acc"]["mnist"] >= 0  # written before the upload
         return
     publish.main(args)
-    assert FakeHub.calls == [("create_repo", "me/gpicl", "model", True),
-                             ("upload_folder", ["README.md", "config.json", "eval_curves.json", "model.safetensors"],
-                              "me/gpicl", "model")]
+    assert FakeHub.calls == [
+        ("create_repo", "me/gpicl", "model", True),
+        ("upload_folder", ["README.md", "config.json", "eval_curves.json", "model.safetensors"], "me/gpicl", "model"),
+    ]
     assert "uploaded to https://huggingface.co/me/gpicl/commit/abc" in capsys.readouterr().out

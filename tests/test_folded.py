@@ -50,7 +50,7 @@ def test_folded_inputs_have_the_mean_and_covariance_of_the_projected_first_layer
         centred = h - h.mean(0)
         cov = centred.T @ centred / (n - 1)
         scale = expected_cov.abs().max().item()
-        assert torch.allclose(h.mean(0).float(), layer.bias.repeat(L).detach(), atol=0.02 * scale ** 0.5), sample.__name__
+        assert torch.allclose(h.mean(0).float(), layer.bias.repeat(L).detach(), atol=0.02 * scale**0.5), sample.__name__
         assert (cov.float() - expected_cov).abs().max().item() < 0.02 * scale, sample.__name__
 
 
@@ -76,8 +76,9 @@ def test_folded_gradient_estimates_the_same_expected_gradient(setup):
 
 def test_folded_transformer_matches_forward_embedded_and_trains_the_wrapped_weights():
     torch.manual_seed(0)
-    learner = GPICLTransformer(GPICLConfig(input_dim=N_X, num_classes=4, max_len=L, d_model=8, n_layers=1,
-                                           n_heads=2, head_dim=4, mlp_ratio=2))
+    learner = GPICLTransformer(
+        GPICLConfig(input_dim=N_X, num_classes=4, max_len=L, d_model=8, n_layers=1, n_heads=2, head_dim=4, mlp_ratio=2)
+    )
     model = FoldedTransformer(learner)
     assert list(model.parameters()) == list(learner.parameters())  # no state of its own
     chol, u = gram_cholesky(torch.randn(2, L, N_IN)), torch.randn(2, L, 8)
@@ -91,8 +92,12 @@ def test_folded_transformer_matches_forward_embedded_and_trains_the_wrapped_weig
 def test_folding_needs_the_transformer_and_infinite_tasks():
     with pytest.raises(ValueError, match="GPICL Transformer"):
         FoldedTransformer(build_learner("lstm", N_X, 4, hidden_size=8))
-    sampler = TaskSampler(torch.randn(50, N_IN), torch.randint(0, 4, (50,)),
-                          TaskConfig(length=L, num_classes=4, out_dim=N_X, num_tasks=3), torch.Generator())
+    sampler = TaskSampler(
+        torch.randn(50, N_IN),
+        torch.randint(0, 4, (50,)),
+        TaskConfig(length=L, num_classes=4, out_dim=N_X, num_tasks=3),
+        torch.Generator(),
+    )
     with pytest.raises(ValueError, match="K = infinity"):
         sampler.sample_folded(2, D)
 

@@ -7,7 +7,6 @@ import torch
 
 from training.tasks import TaskConfig, TaskSampler, gaussian_projection, task_permutation, task_projection
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -112,8 +111,9 @@ def test_finite_tasks_are_the_indexed_projections_and_permutations():
     # (the identity instead of rho_k in the biased share).
     num_classes, n_tasks, task_seed = 4, 3, 5
     x, y = labelled_points(3, num_classes, 6)
-    cfg = TaskConfig(length=10, num_classes=num_classes, out_dim=5, num_tasks=n_tasks,
-                     biased_fraction=0.25, task_seed=task_seed)
+    cfg = TaskConfig(
+        length=10, num_classes=num_classes, out_dim=5, num_tasks=n_tasks, biased_fraction=0.25, task_seed=task_seed
+    )
     xb, yb = TaskSampler(x, y, cfg, torch.Generator().manual_seed(0)).sample(8)
     candidates = [x @ task_projection(k, 6, 5, task_seed) for k in range(n_tasks)]  # (N, out) each
     used = set()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import runpy
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_tiny_mnist
 from safetensors.torch import load_file
 
-from tests.helpers import write_tiny_mnist
 from training.data import load_dataset
-
 from training.learners import build_learner
 from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
 from training.state import load_state, read_meta
@@ -44,9 +43,24 @@ def env_root(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def tiny_config(out_dir: Path, **changes) -> TrainConfig:
-    base = dict(dataset="mnist", image_size=8, channels=1, length=12, num_classes=4, learner_kwargs=TINY_LEARNER,
-                batch_size=8, steps=12, lr=3e-3, log_every=4, ckpt_every=1000, eval_every=1000, eval_datasets=(),
-                eval_tasks=4, eval_seqs=4, out_dir=str(out_dir))
+    base = dict(
+        dataset="mnist",
+        image_size=8,
+        channels=1,
+        length=12,
+        num_classes=4,
+        learner_kwargs=TINY_LEARNER,
+        batch_size=8,
+        steps=12,
+        lr=3e-3,
+        log_every=4,
+        ckpt_every=1000,
+        eval_every=1000,
+        eval_datasets=(),
+        eval_tasks=4,
+        eval_seqs=4,
+        out_dir=str(out_dir),
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -126,11 +140,34 @@ def test_unknown_schedule_is_an_error_even_during_warm_up(step):
 
 def test_config_from_args_parses_flags_json_and_null(tmp_path):
     assert config_from_args([]) == TrainConfig()
-    cfg = config_from_args([
-        "--steps", "7", "--lr", "2e-4", "--bf16", "false", "--num-tasks", "16", "--grad-clip", "null",
-        "--image-size", "none", "--learner-kwargs", '{"d_model": 64}', "--eval-datasets", "mnist,cifar10",
-    ])
-    assert (cfg.steps, cfg.lr, cfg.bf16, cfg.num_tasks, cfg.grad_clip, cfg.image_size) == (7, 2e-4, False, 16, None, None)
+    cfg = config_from_args(
+        [
+            "--steps",
+            "7",
+            "--lr",
+            "2e-4",
+            "--bf16",
+            "false",
+            "--num-tasks",
+            "16",
+            "--grad-clip",
+            "null",
+            "--image-size",
+            "none",
+            "--learner-kwargs",
+            '{"d_model": 64}',
+            "--eval-datasets",
+            "mnist,cifar10",
+        ]
+    )
+    assert (cfg.steps, cfg.lr, cfg.bf16, cfg.num_tasks, cfg.grad_clip, cfg.image_size) == (
+        7,
+        2e-4,
+        False,
+        16,
+        None,
+        None,
+    )
     assert cfg.learner_kwargs == {"d_model": 64} and cfg.eval_datasets == ("mnist", "cifar10")
     assert config_from_args(["--eval-datasets", '["random"]']).eval_datasets == ("random",)
     assert config_from_args(["--eval-datasets", "[]"]).eval_datasets == ()
@@ -206,10 +243,25 @@ def ddp_run(data_root, tmp_path_factory) -> tuple[TrainConfig, Path]:
     path = out / "run.json"
     path.write_text(json.dumps(dataclasses.asdict(cfg)))
     # PYTHONFAULTHANDLER: a rank that aborts says where (see the exit in training.train.main).
-    env = {**os.environ, "GPICL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "training.train", "--config", str(path)]
+    env = {
+        **os.environ,
+        "GPICL_DATA_ROOT": str(data_root),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONFAULTHANDLER": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "training.train",
+        "--config",
+        str(path),
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-10000:]
     return cfg, out
@@ -225,15 +277,31 @@ def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root
     learner = build_learner(cfg.learner, x.shape[1], cfg.num_classes, **cfg.learner_kwargs)
     params = list(learner.parameters())
     initial = [p.detach().clone() for p in params]
-    opt = make_optimizer(cfg.optimizer, params, lr=cfg.lr, eps=cfg.adam_eps, betas=(cfg.beta1, cfg.beta2),
-                         capturable=False)
-    task = TaskConfig(length=cfg.length, num_classes=cfg.num_classes, out_dim=x.shape[1],
-                      biased_fraction=cfg.biased_fraction, task_seed=cfg.task_seed)
+    opt = make_optimizer(
+        cfg.optimizer, params, lr=cfg.lr, eps=cfg.adam_eps, betas=(cfg.beta1, cfg.beta2), capturable=False
+    )
+    task = TaskConfig(
+        length=cfg.length,
+        num_classes=cfg.num_classes,
+        out_dim=x.shape[1],
+        biased_fraction=cfg.biased_fraction,
+        task_seed=cfg.task_seed,
+    )
     samplers = [TaskSampler(x, y, task, torch.Generator().manual_seed(cfg.seed * 1_000_003 + r)) for r in (0, 1)]
     clipped = []
     for step in range(cfg.steps):
-        set_lr(opt, lr_at(step, base=cfg.lr, schedule=cfg.lr_schedule, total=cfg.steps, warmup=cfg.warmup_steps,
-                          min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps))
+        set_lr(
+            opt,
+            lr_at(
+                step,
+                base=cfg.lr,
+                schedule=cfg.lr_schedule,
+                total=cfg.steps,
+                warmup=cfg.warmup_steps,
+                min_ratio=cfg.min_lr_ratio,
+                decay=cfg.decay_steps,
+            ),
+        )
         grads, losses = [], []
         for sampler in samplers:
             xb, yb = sampler.sample(cfg.batch_size)
@@ -285,8 +353,9 @@ def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_
 
     cfg = tiny_config(tmp_path / "a", steps=4)
     trained = train(cfg)
-    published = save_checkpoint(trained, tmp_path / "ckpt", preprocessing={}, training={}, metrics={},
-                                dtype=torch.float32)
+    published = save_checkpoint(
+        trained, tmp_path / "ckpt", preprocessing={}, training={}, metrics={}, dtype=torch.float32
+    )
     resumed = train(tiny_config(tmp_path / "b", steps=4, init_from=str(published), lr=0.0))
     expected = load_checkpoint(published).model.state_dict()
     for name, value in resumed.state_dict().items():
@@ -310,8 +379,18 @@ def test_decay_config_continues_a_copy_of_a_run_down_to_the_lr_floor(env_root, t
     assert logged[0]["step"] == 4 and logged[-1]["step"] == cfg.steps  # resumed, not restarted
     decayed = [r["lr"] for r in logged if r["step"] > 8]
     assert len(decayed) == cfg.decay_steps and decayed == sorted(decayed, reverse=True) and decayed[-1] < cfg.lr / 2
-    expected = [lr_at(s, base=cfg.lr, schedule="wsd", total=cfg.steps, warmup=cfg.warmup_steps,
-                      min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps) for s in range(8, cfg.steps)]
+    expected = [
+        lr_at(
+            s,
+            base=cfg.lr,
+            schedule="wsd",
+            total=cfg.steps,
+            warmup=cfg.warmup_steps,
+            min_ratio=cfg.min_lr_ratio,
+            decay=cfg.decay_steps,
+        )
+        for s in range(8, cfg.steps)
+    ]
     assert decayed == pytest.approx(expected)
 
 

@@ -78,7 +78,11 @@ def summarise(correct: np.ndarray) -> dict:
     """
     per_task = correct.mean(axis=1)  # (n_tasks, length)
     mean = per_task.mean(axis=0)
-    half = 1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(per_task.shape[0]) if per_task.shape[0] > 1 else np.zeros_like(mean)
+    half = (
+        1.96 * per_task.std(axis=0, ddof=1) / math.sqrt(per_task.shape[0])
+        if per_task.shape[0] > 1
+        else np.zeros_like(mean)
+    )
     return {"acc": mean.tolist(), "ci95": half.tolist(), "final_acc": float(mean[-1]), "final_ci95": float(half[-1])}
 
 
@@ -111,8 +115,15 @@ def evaluate_datasets(
             results[name] = {"status": "not run offline", "reason": str(err)}
             continue
         correct = meta_test(
-            learner, x, y, out_dim=out_dim, num_classes=num_classes, n_tasks=n_tasks,
-            n_seqs=n_seqs, length=length, seed=seed,
+            learner,
+            x,
+            y,
+            out_dim=out_dim,
+            num_classes=num_classes,
+            n_tasks=n_tasks,
+            n_seqs=n_seqs,
+            length=length,
+            seed=seed,
         )
         results[name] = {"status": "ok", **summarise(correct)}
     learner.train(was_training)
@@ -142,13 +153,23 @@ def main(argv: list[str] | None = None) -> None:
     learner, cfg, step = load_run(args.run)
     device = torch.device(args.device)
     results = evaluate_datasets(
-        learner.to(device), args.datasets.split(","), device=device, image_size=cfg["image_size"],
-        channels=cfg["channels"], out_dim=cfg["input_dim"],
-        num_classes=cfg["num_classes"], n_tasks=args.n_tasks, n_seqs=args.n_seqs, length=cfg["length"],
+        learner.to(device),
+        args.datasets.split(","),
+        device=device,
+        image_size=cfg["image_size"],
+        channels=cfg["channels"],
+        out_dim=cfg["input_dim"],
+        num_classes=cfg["num_classes"],
+        n_tasks=args.n_tasks,
+        n_seqs=args.n_seqs,
+        length=cfg["length"],
         seed=args.seed,
     )
     for name, r in results.items():
-        print(f"{name:>14}: " + (f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"]))
+        print(
+            f"{name:>14}: "
+            + (f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"])
+        )
     if args.out:
         args.out.write_text(json.dumps({"run": str(args.run), "step": step, "results": results}))
 

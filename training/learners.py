@@ -24,8 +24,8 @@ can record it and :func:`build_learner` can rebuild the module from that record.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -222,9 +222,7 @@ class VSMLLearner(nn.Module):
         s = x.new_zeros(batch * d * c, n)
         logits = []
         for i in range(length):
-            msg = torch.stack(
-                [fwd[:, i, :, None].expand(batch, d, c), bwd[:, i, None, :].expand(batch, d, c)], dim=-1
-            )
+            msg = torch.stack([fwd[:, i, :, None].expand(batch, d, c), bwd[:, i, None, :].expand(batch, d, c)], dim=-1)
             h, s = self.cell(msg.reshape(batch * d * c, 2), (h, s))
             summed = (h.view(batch, d, c, n) @ self.out.weight[0]).sum(dim=1)  # (B, C)
             logits.append(summed / math.sqrt(d) + self.out.bias)

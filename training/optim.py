@@ -62,9 +62,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
-def lr_at(
-    step: int, *, base: float, schedule: str, total: int, warmup: int, min_ratio: float, decay: int = 0
-) -> float:
+def lr_at(step: int, *, base: float, schedule: str, total: int, warmup: int, min_ratio: float, decay: int = 0) -> float:
     """Linear warm-up, then one of
 
     * ``constant``: ``base``;

@@ -25,7 +25,14 @@ import torch
 from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
 from training.evaluate import ALL_DATASETS, evaluate_datasets, load_run
 
-PAPER_GPICL = {"mnist": 73.70, "fashion_mnist": 62.24, "kmnist": 53.39, "random": 100.0, "cifar10": 19.40, "svhn": 14.58}
+PAPER_GPICL = {
+    "mnist": 73.70,
+    "fashion_mnist": 62.24,
+    "kmnist": 53.39,
+    "random": 100.0,
+    "cifar10": 19.40,
+    "svhn": 14.58,
+}
 PAPER_VSML = {"mnist": 79.04, "fashion_mnist": 68.49, "kmnist": 54.69, "random": 100.0, "cifar10": 24.09, "svhn": 17.45}
 FOOTNOTES = {
     "cifar10": "CIFAR10 test images here are decoded from JPEG copies (about quality 75), "
@@ -65,20 +72,20 @@ A general-purpose in-context learner (Kirsch et al., 2022, "General-Purpose In-C
 Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 
 ## Meta-training
-- Tasks: MNIST training split, images resized to {cfg['image_size']}x{cfg['image_size']}x{cfg['channels']} and
-  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {cfg['num_tasks'] or 'infinity'} tasks)
+- Tasks: MNIST training split, images resized to {cfg["image_size"]}x{cfg["image_size"]}x{cfg["channels"]} and
+  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {cfg["num_tasks"] or "infinity"} tasks)
   and label permutation; {_bias_text(cfg)}.
-- Sequences of {cfg['length']} examples; loss: cross-entropy of every prediction of every prefix.
-- Learner: `{cfg['learner']}` {json.dumps(cfg['learner_kwargs'])} (paper defaults unless listed).
-- {step} steps of {cfg['batch_size']} sequences per GPU x {world} GPUs = {cfg['batch_size'] * world} per step;
-  {cfg['optimizer']} lr {cfg['lr']} ({cfg['lr_schedule']}, warm-up {cfg['warmup_steps']}, final decay {cfg['decay_steps']} steps
-  to {cfg['min_lr_ratio']}x), grad-clip {cfg['grad_clip']}, bf16; seed {cfg['seed']}.
+- Sequences of {cfg["length"]} examples; loss: cross-entropy of every prediction of every prefix.
+- Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])} (paper defaults unless listed).
+- {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs = {cfg["batch_size"] * world} per step;
+  {cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]}, warm-up {cfg["warmup_steps"]}, final decay {cfg["decay_steps"]} steps
+  to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
 - Full training config: `config.json`, entry `training.config`.
 
 ## Meta-test (unseen tasks, test splits)
-Accuracy of the {cfg['length']}th prediction after {cfg['length'] - 1} examples; {protocol['n_tasks']} unseen tasks
-(fresh projection and permutation) x {protocol['n_seqs']} sequences per dataset, 95% CI over tasks;
-the fp16 weights of this folder evaluated in {protocol['precision']} on {protocol['device']}.
+Accuracy of the {cfg["length"]}th prediction after {cfg["length"] - 1} examples; {protocol["n_tasks"]} unseen tasks
+(fresh projection and permutation) x {protocol["n_seqs"]} sequences per dataset, 95% CI over tasks;
+the fp16 weights of this folder evaluated in {protocol["precision"]} on {protocol["device"]}.
 
 {metrics_table(results)}
 
@@ -99,8 +106,10 @@ def upload(folder: Path, repo_id: str) -> str:
         api.create_repo(repo_id, repo_type="model", exist_ok=True)
         return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model").commit_url
     except Exception as err:
-        raise SystemExit(f"upload of {folder} to {repo_id} failed ({type(err).__name__}: {err}); the checkpoint "
-                         f"is written: upload it later with `hf upload {repo_id} {folder}`") from err
+        raise SystemExit(
+            f"upload of {folder} to {repo_id} failed ({type(err).__name__}: {err}); the checkpoint "
+            f"is written: upload it later with `hf upload {repo_id} {folder}`"
+        ) from err
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,21 +135,37 @@ def main(argv: list[str] | None = None) -> None:
         learner, cfg, step = load_run(args.run)
         earlier = None
         # Evaluate what ships: the weights rounded to fp16 as save_checkpoint stores them.
-        learner.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                                 for k, v in learner.state_dict().items()})
+        learner.load_state_dict(
+            {k: v.half().float() if v.is_floating_point() else v for k, v in learner.state_dict().items()}
+        )
     else:
         loaded = load_checkpoint(args.checkpoint)
         record = loaded.config["training"]
         learner, cfg, step = loaded.model, record["config"], record["steps"]
         earlier = record.get("weights_published_by") or record.get("made_by")  # the run -> weights step
     device = torch.device(args.device)
-    protocol = {"n_tasks": args.n_tasks, "n_seqs": args.n_seqs, "length": cfg["length"], "seed": args.seed,
-                "split": "test", "tasks": "unseen (fresh projection and permutation)", "device": device.type,
-                "precision": "bf16 autocast" if device.type == "cuda" else "float32"}
+    protocol = {
+        "n_tasks": args.n_tasks,
+        "n_seqs": args.n_seqs,
+        "length": cfg["length"],
+        "seed": args.seed,
+        "split": "test",
+        "tasks": "unseen (fresh projection and permutation)",
+        "device": device.type,
+        "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+    }
     results = evaluate_datasets(
-        learner.to(device), args.datasets.split(","), device=device, image_size=cfg["image_size"],
-        channels=cfg["channels"], out_dim=cfg["input_dim"], num_classes=cfg["num_classes"],
-        n_tasks=args.n_tasks, n_seqs=args.n_seqs, length=cfg["length"], seed=args.seed,
+        learner.to(device),
+        args.datasets.split(","),
+        device=device,
+        image_size=cfg["image_size"],
+        channels=cfg["channels"],
+        out_dim=cfg["input_dim"],
+        num_classes=cfg["num_classes"],
+        n_tasks=args.n_tasks,
+        n_seqs=args.n_seqs,
+        length=cfg["length"],
+        seed=args.seed,
     )
     print(metrics_table(results))
     command = "python -m training.publish " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
@@ -149,14 +174,23 @@ def main(argv: list[str] | None = None) -> None:
         "final_acc": {n: (r["final_acc"] if r["status"] == "ok" else r["status"]) for n, r in results.items()},
         "final_ci95": {n: r["final_ci95"] for n, r in results.items() if r["status"] == "ok"},
     }
-    preprocessing = {"image_size": cfg["image_size"], "channels": cfg["channels"],
-                     "normalisation": "one mean and std per dataset split (images)",
-                     "projection": "A ~ N(0, 1/n_in), n_in -> input_dim"}
+    preprocessing = {
+        "image_size": cfg["image_size"],
+        "channels": cfg["channels"],
+        "normalisation": "one mean and std per dataset split (images)",
+        "projection": "A ~ N(0, 1/n_in), n_in -> input_dim",
+    }
     training = {"config": cfg, "steps": step, "made_by": command}
     if earlier:
         training["weights_published_by"] = earlier
-    save_checkpoint(learner.cpu(), args.out, preprocessing=preprocessing, training=training, metrics=metrics,
-                    model_card=model_card(cfg, step, results, protocol, command))
+    save_checkpoint(
+        learner.cpu(),
+        args.out,
+        preprocessing=preprocessing,
+        training=training,
+        metrics=metrics,
+        model_card=model_card(cfg, step, results, protocol, command),
+    )
     (args.out / "eval_curves.json").write_text(json.dumps({"protocol": protocol, "results": results}))
     if args.repo_id:
         print(f"uploaded to {upload(args.out, args.repo_id)}")

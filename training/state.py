@@ -42,10 +42,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
         for idx, entry in sd["state"].items()
         for key, v in entry.items()
     }
-    groups = [
-        {k: (float(v) if isinstance(v, Tensor) else v) for k, v in g.items()}
-        for g in sd["param_groups"]
-    ]
+    groups = [{k: (float(v) if isinstance(v, Tensor) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, {"param_groups": groups, "state_keys": {str(i): sorted(e) for i, e in sd["state"].items()}}
 
 
@@ -100,14 +97,11 @@ def load_state(
     tensors: dict[str, Tensor] = {}
     for shard in sorted(directory.glob("state-*.safetensors")):
         tensors.update(load_file(shard))
-    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_sd)
     if optimizer is not None:
         om = meta["optimizer"]
-        state = {
-            int(i): {key: tensors[f"optim.{i}.{key}"] for key in keys}
-            for i, keys in om["state_keys"].items()
-        }
+        state = {int(i): {key: tensors[f"optim.{i}.{key}"] for key in keys} for i, keys in om["state_keys"].items()}
         optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
     rng = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in meta["rng_states"]]
     return meta["step"], rng

@@ -113,8 +113,7 @@ class TaskSampler:
         else:
             ks = torch.randint(0, cfg.num_tasks, (batch_size,), generator=g, device=dev).tolist()
             x = torch.stack(
-                [x[b] @ task_projection(k, x.shape[-1], cfg.out_dim, cfg.task_seed, dev)
-                 for b, k in enumerate(ks)]
+                [x[b] @ task_projection(k, x.shape[-1], cfg.out_dim, cfg.task_seed, dev) for b, k in enumerate(ks)]
             )
             perms = torch.stack([task_permutation(k, cfg.num_classes, cfg.task_seed, dev) for k in ks])
         return x, self._relabel(perms, self.y[idx])
@@ -136,8 +135,9 @@ class TaskSampler:
         return chol, u, self._relabel(self._fresh_permutations(batch_size), self.y[idx])
 
     def _indices(self, batch_size: int) -> Tensor:
-        return torch.randint(0, self.x.shape[0], (batch_size, self.cfg.length), device=self.x.device,
-                             generator=self.generator)
+        return torch.randint(
+            0, self.x.shape[0], (batch_size, self.cfg.length), device=self.x.device, generator=self.generator
+        )
 
     def _fresh_permutations(self, batch_size: int) -> Tensor:
         noise = torch.rand(batch_size, self.cfg.num_classes, device=self.x.device, generator=self.generator)

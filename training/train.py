@@ -93,8 +93,14 @@ class TrainConfig:
 
     def task_config(self, in_dim: int) -> TaskConfig:
         """The task distribution this run samples, projecting to ``in_dim`` features."""
-        return TaskConfig(length=self.length, num_classes=self.num_classes, out_dim=in_dim, num_tasks=self.num_tasks,
-                          biased_fraction=self.biased_fraction, task_seed=self.task_seed)
+        return TaskConfig(
+            length=self.length,
+            num_classes=self.num_classes,
+            out_dim=in_dim,
+            num_tasks=self.num_tasks,
+            biased_fraction=self.biased_fraction,
+            task_seed=self.task_seed,
+        )
 
 
 def _setup_distributed() -> tuple[int, int, torch.device]:
@@ -173,15 +179,30 @@ def _log(out_dir: Path, record: dict) -> None:
 
 
 def _evaluate(learner, cfg: TrainConfig, x_train, y_train, device, step: int) -> dict:
-    kw = dict(image_size=cfg.image_size, channels=cfg.channels, num_classes=cfg.num_classes,
-              n_tasks=cfg.eval_tasks, n_seqs=cfg.eval_seqs, length=cfg.length)
+    kw = dict(
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        num_classes=cfg.num_classes,
+        n_tasks=cfg.eval_tasks,
+        n_seqs=cfg.eval_seqs,
+        length=cfg.length,
+    )
     out_dim = cfg.input_dim(x_train.shape[1])
     results = evaluate_datasets(learner, list(cfg.eval_datasets), device=device, out_dim=out_dim, **kw)
     learner.eval()
     if cfg.num_tasks is not None:  # seen tasks: training projections on the training split
         ids = list(range(min(cfg.eval_tasks, cfg.num_tasks)))
-        correct = meta_test(learner, x_train, y_train, out_dim=out_dim, num_classes=cfg.num_classes,
-                            n_seqs=cfg.eval_seqs, length=cfg.length, task_ids=ids, task_seed=cfg.task_seed)
+        correct = meta_test(
+            learner,
+            x_train,
+            y_train,
+            out_dim=out_dim,
+            num_classes=cfg.num_classes,
+            n_seqs=cfg.eval_seqs,
+            length=cfg.length,
+            task_ids=ids,
+            task_seed=cfg.task_seed,
+        )
         results[f"{cfg.dataset}_train_seen_tasks"] = {"status": "ok", **summarise(correct)}
     learner.train()
     return {"step": step, "eval": results}
@@ -198,8 +219,14 @@ def train(cfg: TrainConfig) -> nn.Module:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
     use_graph = cfg.cuda_graph and device.type == "cuda"
-    optimizer = make_optimizer(cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps,
-                               betas=(cfg.beta1, cfg.beta2), capturable=use_graph)
+    optimizer = make_optimizer(
+        cfg.optimizer,
+        learner.parameters(),
+        lr=cfg.lr,
+        eps=cfg.adam_eps,
+        betas=(cfg.beta1, cfg.beta2),
+        capturable=use_graph,
+    )
     generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + rank)
 
     step = 0
@@ -227,7 +254,8 @@ def train(cfg: TrainConfig) -> nn.Module:
         # stream, which a capture forbids.
         with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
             model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
     if cfg.compile:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
@@ -243,16 +271,29 @@ def train(cfg: TrainConfig) -> nn.Module:
             dist.all_gather_object(gathered, states[0].cpu())
             states = gathered
         if is_main:
-            save_state(state_dir, learner, optimizer, step=at, rng_states=states,
-                       config={**dataclasses.asdict(cfg), "world_size": world, "input_dim": in_dim})
+            save_state(
+                state_dir,
+                learner,
+                optimizer,
+                step=at,
+                rng_states=states,
+                config={**dataclasses.asdict(cfg), "world_size": world, "input_dim": in_dim},
+            )
 
     start_time, t_log, s_log = time.time(), time.time(), step
     run_steps = 0  # steps taken by this process: the eager warm-up before a graph capture
     graphed: GraphedStep | None = None
     learner.train()
     while step < cfg.steps:
-        lr = lr_at(step, base=cfg.lr, schedule=cfg.lr_schedule, total=cfg.steps,
-                   warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio, decay=cfg.decay_steps)
+        lr = lr_at(
+            step,
+            base=cfg.lr,
+            schedule=cfg.lr_schedule,
+            total=cfg.steps,
+            warmup=cfg.warmup_steps,
+            min_ratio=cfg.min_lr_ratio,
+            decay=cfg.decay_steps,
+        )
         set_lr(optimizer, lr)
         in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
         inputs, yb = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
@@ -286,8 +327,9 @@ def train(cfg: TrainConfig) -> nn.Module:
             t_log, s_log = now, step
             if is_main:
                 print(f"step {step:>7d}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:6.1f} steps/s", flush=True)
-                _log(out_dir, {"step": step, "loss": loss_value, "lr": lr, "steps_per_s": rate,
-                               "time": now - start_time})
+                _log(
+                    out_dir, {"step": step, "loss": loss_value, "lr": lr, "steps_per_s": rate, "time": now - start_time}
+                )
         if is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
             record = _evaluate(learner, cfg, x, y, device, step)
             _log(out_dir, record)
@@ -333,8 +375,13 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
     for f in dataclasses.fields(TrainConfig):
         default = getattr(defaults, f.name)
         # SUPPRESS: an absent flag is absent from args, so an explicit "null" still overrides.
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=argparse.SUPPRESS,
-                            type=lambda t, d=default: _parse_value(t, d), help=f"default: {default!r}")
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            type=lambda t, d=default: _parse_value(t, d),
+            help=f"default: {default!r}",
+        )
     args = parser.parse_args(argv)
     values = json.loads(args.config.read_text()) if args.config else {}
     unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}

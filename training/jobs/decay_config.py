@@ -27,8 +27,9 @@ def main(source: str, target: str, minutes: str) -> None:
     rates = [json.loads(line) for line in (src / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     step, rate = rates[-1]["step"], rates[-1]["steps_per_s"]
     n = int(rate * (float(minutes) * 60 - START_UP_SECONDS))
-    cfg.update(steps=step + n, lr_schedule="wsd", decay_steps=n, out_dir=str(dst), max_minutes=float(minutes),
-               init_from=None)
+    cfg.update(
+        steps=step + n, lr_schedule="wsd", decay_steps=n, out_dir=str(dst), max_minutes=float(minutes), init_from=None
+    )
     for key in ("world_size", "input_dim"):  # recorded by train(), not TrainConfig fields
         cfg.pop(key)
     (dst / "continue.json").write_text(json.dumps(cfg, indent=1))
