@@ -112,6 +112,54 @@ def upload(folder: Path, repo_id: str) -> str:
         ) from err
 
 
+def prior_card(cfg: dict, step: int, command: str) -> str:
+    world = cfg["world_size"]
+    return f"""---
+library_name: gpicl-sklearn
+tags: [in-context-learning, meta-learning, scikit-learn, tabular-classification]
+datasets: [mnist, fashion_mnist]
+---
+# GPICL Transformer meta-trained on a general-purpose task prior
+
+A general-purpose in-context classifier for `gpicl_sklearn.GPICLClassifier`, meta-trained
+(Kirsch et al., 2022) on synthetic tables and image tasks (`training/priors`).
+
+## Meta-training
+- Prior (`training/priors/mixture.py`, `PriorConfig`): `{json.dumps(cfg["prior"])}`
+  (fields not listed: the defaults of `PriorConfig` in the published code).
+- Every task prepared by `gpicl_sklearn.inputs` (the estimator's own preprocessing), inputs
+  {cfg["input_dim"]} wide; sequences of {cfg["length"]} rows; loss: cross-entropy of every
+  prediction of every prefix over the task's used label slots.
+- Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])}.
+- {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs;
+  {cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]}, warm-up {cfg["warmup_steps"]}, final decay
+  {cfg["decay_steps"]} steps to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
+
+## Evaluation
+On real tables and images through the estimator: `python -m benchmarks.tabular`
+(`benchmarks/results/tabular.md`).
+
+Made by: `{command}`
+"""
+
+
+def publish_prior_run(learner, cfg: dict, step: int, out: Path, earlier: str | None, argv) -> None:
+    """Write a prior-trained run as a checkpoint; it is evaluated on tables by ``benchmarks.tabular``."""
+    command = "python -m training.publish " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    training = {"config": cfg, "steps": step, "made_by": command}
+    if earlier:
+        training["weights_published_by"] = earlier
+    layout = cfg["prior"].get("layout", "slots")
+    save_checkpoint(
+        learner.cpu(),
+        out,
+        preprocessing={"layout": layout, "inputs": "gpicl_sklearn.inputs"},
+        training=training,
+        metrics={},
+        model_card=prior_card(cfg, step, command),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -143,6 +191,9 @@ def main(argv: list[str] | None = None) -> None:
         record = loaded.config["training"]
         learner, cfg, step = loaded.model, record["config"], record["steps"]
         earlier = record.get("weights_published_by") or record.get("made_by")  # the run -> weights step
+    if cfg.get("prior") is not None:
+        publish_prior_run(learner, cfg, step, args.out, earlier, argv)
+        return
     device = torch.device(args.device)
     protocol = {
         "n_tasks": args.n_tasks,

@@ -35,6 +35,7 @@ from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
+from training.priors.mixture import PriorConfig, PriorSampler
 from training.state import load_state, read_meta, save_state
 from training.tasks import TaskConfig, TaskSampler
 
@@ -57,6 +58,9 @@ class TrainConfig:
     biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
     fold_projection: bool = False  # K = infinity, transformer: sample inputs at d_model width (training/folded.py)
     task_seed: int = 0
+    # None: the paper's tasks above; else the general-purpose prior (training/priors),
+    # a dict of PriorConfig fields; inputs are then out_dim wide.
+    prior: dict | None = None
     # learner
     learner: str = "transformer"
     learner_kwargs: dict = field(default_factory=dict)
@@ -91,6 +95,9 @@ class TrainConfig:
     def input_dim(self, raw_dim: int) -> int:
         return self.out_dim or raw_dim
 
+    def prior_config(self) -> PriorConfig:
+        return PriorConfig(**{**self.prior, "weights": dict(self.prior.get("weights", PriorConfig().weights))})
+
     def task_config(self, in_dim: int) -> TaskConfig:
         """The task distribution this run samples, projecting to ``in_dim`` features."""
         return TaskConfig(
@@ -123,11 +130,13 @@ def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch
     params = [p for p in model.parameters() if p.requires_grad]
     use_bf16 = cfg.bf16 and device.type == "cuda"
 
-    def step(inputs: tuple[Tensor, ...], y: Tensor) -> Tensor:
+    def step(inputs: tuple[Tensor, ...], y: Tensor, slot_mask: Tensor | None = None) -> Tensor:
         # cache_enabled=False: autocast's weight cache must not outlive a graph capture.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False):
-            logits = model(*inputs, y)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+            logits = model(*inputs, y).float()
+        if slot_mask is not None:  # the softmax runs over each task's used label slots, as at inference
+            logits = logits.masked_fill(~slot_mask[:, None, :], float("-inf"))
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
@@ -142,13 +151,17 @@ def step_model(learner: nn.Module, cfg: TrainConfig) -> nn.Module:
     return FoldedTransformer(learner) if cfg.fold_projection else learner
 
 
-def draw_batch(sampler: TaskSampler, learner: nn.Module, cfg: TrainConfig) -> tuple[tuple[Tensor, ...], Tensor]:
-    """``(inputs, y)`` for :func:`make_train_step`'s step: ``(x,)``, or ``(chol, u)`` when folded."""
+def draw_batch(sampler, learner: nn.Module, cfg: TrainConfig) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None]:
+    """``(inputs, y, slot_mask)`` for :func:`make_train_step`'s step: inputs ``(x,)``, or
+    ``(chol, u)`` when folded; the mask of used label slots with the prior, else ``None``."""
+    if cfg.prior is not None:
+        x, y, slot_mask = sampler.sample(cfg.batch_size)
+        return (x,), y, slot_mask
     if cfg.fold_projection:
         *inputs, y = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
     else:
         *inputs, y = sampler.sample(cfg.batch_size)
-    return tuple(inputs), y
+    return tuple(inputs), y, None
 
 
 class GraphedStep:
@@ -158,17 +171,20 @@ class GraphedStep:
     arithmetic, sets the time. Replaying a captured graph removes it.
     """
 
-    def __init__(self, step, optimizer, inputs: tuple[Tensor, ...], y: Tensor):
+    def __init__(self, step, optimizer, inputs: tuple[Tensor, ...], y: Tensor, slot_mask: Tensor | None):
         self.inputs, self.y = tuple(t.clone() for t in inputs), y.clone()
+        self.slot_mask = None if slot_mask is None else slot_mask.clone()
         optimizer.zero_grad(set_to_none=True)  # captured backward allocates static grads
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.loss = step(self.inputs, self.y)
+            self.loss = step(self.inputs, self.y, self.slot_mask)
 
-    def __call__(self, inputs: tuple[Tensor, ...], y: Tensor) -> Tensor:
-        for static, t in zip(self.inputs, inputs):
+    def __call__(self, inputs: tuple[Tensor, ...], y: Tensor, slot_mask: Tensor | None) -> Tensor:
+        for static, t in zip(self.inputs, inputs, strict=True):
             static.copy_(t)
         self.y.copy_(y)
+        if slot_mask is not None:
+            self.slot_mask.copy_(slot_mask)
         self.graph.replay()
         return self.loss
 
@@ -214,8 +230,18 @@ def train(cfg: TrainConfig) -> nn.Module:
     out_dir.mkdir(parents=True, exist_ok=True)
     is_main = rank == 0
 
-    x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device)
-    in_dim = cfg.input_dim(x.shape[1])
+    if cfg.prior is not None:
+        if cfg.out_dim is None or cfg.eval_datasets:
+            raise ValueError("a prior run needs out_dim (the model's input width) and no eval_datasets")
+        prior = cfg.prior_config()
+        # Native pixels, one channel: as a user passes MNIST to the estimator.
+        names = prior.image_datasets if prior.weights.get("images", 0) > 0 else ()
+        images = [load_dataset(n, "train", size=None, channels=1, device=device) for n in names]
+        x = y = None
+        in_dim = cfg.out_dim
+    else:
+        x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device)
+        in_dim = cfg.input_dim(x.shape[1])
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
     use_graph = cfg.cuda_graph and device.type == "cuda"
@@ -259,10 +285,16 @@ def train(cfg: TrainConfig) -> nn.Module:
     if cfg.compile:
         model = torch.compile(model)
     train_step = make_train_step(model, optimizer, cfg, device)
-    task_cfg = cfg.task_config(in_dim)
-    biased = TaskSampler(x, y, task_cfg, generator)
-    # After the plateau the fixed permutation only teaches the base dataset's own labels.
-    unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
+    if cfg.prior is not None:
+        # Seeded per rank, and by the step on resume: the host draws of a step are the same.
+        biased = unbiased = PriorSampler(
+            prior, cfg.length, in_dim, cfg.num_classes, images, generator, seed=cfg.seed * 1_000_003 + rank, calls=step
+        )
+    else:
+        task_cfg = cfg.task_config(in_dim)
+        biased = TaskSampler(x, y, task_cfg, generator)
+        # After the plateau the fixed permutation only teaches the base dataset's own labels.
+        unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
 
     def checkpoint(at: int) -> None:
         states = [generator.get_state()]
@@ -296,21 +328,21 @@ def train(cfg: TrainConfig) -> nn.Module:
         )
         set_lr(optimizer, lr)
         in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
-        inputs, yb = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
+        inputs, yb, slot_mask = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
         if use_graph and graphed is None and run_steps >= GRAPH_WARMUP_STEPS:
             torch.cuda.synchronize()
-            graphed = GraphedStep(train_step, optimizer, inputs, yb)
+            graphed = GraphedStep(train_step, optimizer, inputs, yb, slot_mask)
         if graphed is not None:
-            loss = graphed(inputs, yb)
+            loss = graphed(inputs, yb, slot_mask)
         else:
             optimizer.zero_grad(set_to_none=True)
             if side is not None:  # the warm-up for a capture runs on a side stream
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
-                    loss = train_step(inputs, yb)
+                    loss = train_step(inputs, yb, slot_mask)
                 torch.cuda.current_stream().wait_stream(side)
             else:
-                loss = train_step(inputs, yb)
+                loss = train_step(inputs, yb, slot_mask)
         step += 1
         run_steps += 1
 
@@ -330,7 +362,7 @@ def train(cfg: TrainConfig) -> nn.Module:
                 _log(
                     out_dir, {"step": step, "loss": loss_value, "lr": lr, "steps_per_s": rate, "time": now - start_time}
                 )
-        if is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if is_main and cfg.prior is None and (step % cfg.eval_every == 0 or step == cfg.steps):
             record = _evaluate(learner, cfg, x, y, device, step)
             _log(out_dir, record)
             finals = {k: v.get("final_acc", v["status"]) for k, v in record["eval"].items()}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Meta-train two prior models side by side, one per GPU, in device calls of under 10
+# minutes on one warm machine (runs/ stays there between calls; each call resumes):
+#   bash training/jobs/prior_pair.sh 4x256 8x256          # configs training/configs/prior_<name>.json
+# MINUTES (default 8) of training per call; then each run's fp16 weights are published to
+# $OUT/<name>/ (model.safetensors, config.json, README.md) with its metrics and log.
+set -eu -o pipefail
+export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
+OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
+gpu=0
+for name in "$@"; do
+  CUDA_VISIBLE_DEVICES=$gpu python -m training.train --config "training/configs/prior_$name.json" \
+    --out-dir "runs/prior_$name" --max-minutes "${MINUTES:-8}" >> "runs/prior_$name.log" 2>&1 &
+  gpu=$((gpu + 1))
+done
+wait
+for name in "$@"; do
+  tail -n 4 "runs/prior_$name.log"
+  python -m training.publish --run "runs/prior_$name" --out "$OUT/$name"
+  cp "runs/prior_$name/metrics.jsonl" "runs/prior_$name.log" "$OUT/$name/"
+done
