@@ -15,14 +15,9 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gpicl_sklearn.checkpoint import Checkpoint, load_checkpoint
+from gpicl_sklearn.inputs import InputStats, draw_layout, fit_input_stats, standardize
 from gpicl_sklearn.model import ContextCache, GPICLTransformer
-from gpicl_sklearn.preprocessing import (
-    ClippedStandardizer,
-    context_rows,
-    draw_label_slots,
-    draw_projection,
-    encode_labels,
-)
+from gpicl_sklearn.preprocessing import context_rows, draw_label_slots, encode_labels
 
 
 class ContextSubsetWarning(UserWarning):
@@ -151,7 +146,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         _resolve_device(self.device)  # a bad device fails here, before any work
         _check_positive_int(self.n_estimators, "n_estimators")
         _check_positive_int(self.batch_size, "batch_size")
-        X, y = validate_data(self, X, y, dtype=np.float64)
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan")
         classes, y = encode_labels(y)
         checkpoint = load_checkpoint(self.checkpoint, shared=True)  # read-only: see _inference_model
         cfg = checkpoint.model.cfg
@@ -162,30 +157,27 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             )
 
         rng = np.random.default_rng(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        n_samples, n_features = X.shape
+        n_samples = X.shape[0]
         max_context = cfg.max_len - 1
         rows = context_rows(rng, n_samples, self.n_estimators, max_context)
         if n_samples > max_context:
-            warnings.warn(
-                _subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2
-            )
+            warnings.warn(_subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2)
         slots = np.stack([draw_label_slots(rng, len(classes), cfg.num_classes) for _ in range(self.n_estimators)])
+        context = torch.from_numpy(X[rows])  # (n_estimators, n_context, n_features), raw
+        stats = fit_input_stats(context)  # float64, from each member's context rows only
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         weight_t = checkpoint.model.embed_x.weight.detach().T  # (input_dim, d_model)
-        # One member at a time: A is (n_features, input_dim), large for wide tables.
-        projection = np.stack(
-            [
-                (torch.from_numpy(draw_projection(rng, n_features, cfg.input_dim)) @ weight_t).numpy()
-                for _ in range(self.n_estimators)
-            ]
-        )
-        scaler = ClippedStandardizer().fit(X)
-        X = scaler.transform(X)
+        # One member at a time: a layout is (2 n_features, input_dim), large for wide tables.
+        projection = np.stack([
+            (draw_layout(stats.present[e : e + 1], cfg.input_dim, _layout(checkpoint), generator)[0] @ weight_t).numpy()
+            for e in range(self.n_estimators)
+        ])
 
         # Fitted state is numpy only (picklable, device-free); torch state lives in _encoded.
         self.classes_ = classes
-        self._scaler = scaler
-        self._projection = projection  # M_e = A_e W^T, (n_estimators, n_features, d_model)
-        self._context_X = X[rows]  # (n_estimators, n_context, n_features), standardised
+        self._stats = {k: v.numpy() for k, v in vars(stats).items()}
+        self._projection = projection  # M_e = P_e W^T, (n_estimators, 2 n_features, d_model)
+        self._context_X = standardize(context, stats).float().numpy()  # (n_estimators, n_context, 2 n_features)
         self._context_y = np.take_along_axis(slots, y[rows], axis=1)  # slot labels, same order
         self._label_slots = slots  # (n_estimators, n_classes): slot of each class
         self._checkpoint_sha256 = checkpoint.sha256
@@ -206,18 +198,20 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             Columns in the order of ``classes_``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        X = self._scaler.transform(X)
+        X = validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
         enc = self._encoded_context()
+        stats = InputStats(**{k: torch.from_numpy(v) for k, v in self._stats.items()})
         proba = np.empty((X.shape[0], len(self.classes_)))
-        chunk = np.zeros((self.batch_size, X.shape[1]), dtype=np.float32)  # fixed shape: see Notes
+        n_members = len(self._label_slots)
+        chunk = np.zeros((n_members, self.batch_size, self._projection.shape[1]), dtype=np.float32)  # see Notes
         for start in range(0, X.shape[0], self.batch_size):
-            rows = X[start : start + self.batch_size]
-            chunk[: len(rows)] = rows
-            chunk[len(rows) :] = 0.0
-            logits = enc.model.predict_logits(enc.cache, enc.embed(chunk))[:, : len(rows)]  # (E, Q, C)
-            used = logits.gather(2, enc.label_slots[:, None, :].expand(-1, len(rows), -1))
-            proba[start : start + len(rows)] = used.softmax(dim=-1, dtype=torch.float64).mean(dim=0).cpu().numpy()
+            raw = torch.from_numpy(X[start : start + self.batch_size])
+            rows = standardize(raw[None].expand(n_members, -1, -1), stats).float().numpy()
+            chunk[:, : len(raw)] = rows
+            chunk[:, len(raw) :] = 0.0
+            logits = enc.model.predict_logits(enc.cache, enc.embed(chunk))[:, : len(raw)]  # (E, Q, C)
+            used = logits.gather(2, enc.label_slots[:, None, :].expand(-1, len(raw), -1))
+            proba[start : start + len(raw)] = used.softmax(dim=-1, dtype=torch.float64).mean(dim=0).cpu().numpy()
         return proba
 
     def predict(self, X) -> np.ndarray:
@@ -268,7 +262,7 @@ class _EncodedContext:
     cache: ContextCache | None = None
 
     def embed(self, X: np.ndarray) -> torch.Tensor:
-        """``embed_x(A_e^T z) = z M_e + b`` for standardised rows ``(..., n_features)``."""
+        """``embed_x(P_e^T z) = z M_e + b`` for each member's standardised rows ``(E, rows, 2 n_features)``."""
         # torch.tensor copies: fitted arrays may be read-only (e.g. joblib memory maps).
         return torch.tensor(X, device=self.device, dtype=self.projection.dtype) @ self.projection + self.bias
 
@@ -295,6 +289,11 @@ def _inference_model(checkpoint: Checkpoint, device: torch.device) -> GPICLTrans
         _DEVICE_MODEL.clear()
         _DEVICE_MODEL[key] = copy.deepcopy(checkpoint.model).to(device)  # .to would move the shared model
     return _DEVICE_MODEL[key]
+
+
+def _layout(checkpoint: Checkpoint) -> str:
+    """How the checkpoint was trained to read features: ``"slots"`` or (the paper's) ``"projection"``."""
+    return checkpoint.config.get("preprocessing", {}).get("layout", "projection")
 
 
 def _resolve_device(device) -> torch.device:

@@ -17,5 +17,5 @@ wait
 for name in "$@"; do
   tail -n 4 "runs/prior_$name.log"
   python -m training.publish --run "runs/prior_$name" --out "$OUT/$name"
-  cp "runs/prior_$name/metrics.jsonl" "runs/prior_$name.log" "$OUT/$name/"
+  cp "runs/prior_$name/metrics.jsonl" "$OUT/$name/"  # 4 files a run: $OUT returns 8
 done
