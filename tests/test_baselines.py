@@ -23,10 +23,11 @@ from gpicl_sklearn.baselines import (
     online_sgd,
     save_maml_init,
 )
+from training.config import TrainConfig
 from training.learners import build_learner, learner_config
 from training.online_sgd import OnlineAdamLearner, OnlineSGDLearner, export_maml_init
 from training.state import save_state
-from training.train import TrainConfig, make_train_step
+from training.train import make_train_step
 
 B, L, D, C = 3, 9, 5, 4
 

@@ -17,12 +17,13 @@ from torch import nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
 from training import publish
+from training.config import TrainConfig
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, load_run, meta_test, summarise
 from training.evaluate import main as evaluate_main
 from training.learners import build_learner
 from training.tasks import task_permutation, task_projection
-from training.train import TrainConfig, train
+from training.train import train
 
 TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 10}
 

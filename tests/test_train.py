@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from conftest import write_tiny_mnist
 from safetensors.torch import load_file
 
+from training.config import TrainConfig, config_from_args
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
 from training.state import load_state, read_meta
 from training.tasks import TaskConfig, TaskSampler
-from training.train import TrainConfig, config_from_args, train
+from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 12}
