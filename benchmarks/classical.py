@@ -51,8 +51,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
 from benchmarks.common import RESULTS_DIR, write_outputs  # noqa: E402
+from benchmarks.online_classifiers import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from gpicl_sklearn import ContextSubsetWarning, GPICLClassifier, load_checkpoint  # noqa: E402
-from gpicl_sklearn.baselines import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from training.data import DatasetUnavailableError, load_split  # noqa: E402
 
 TABLES: dict[str, Callable] = {
