@@ -55,7 +55,7 @@ def meta_test(
     g = torch.Generator(device=dev).manual_seed(_EVAL_SEED_OFFSET + seed)
     ids = task_ids if task_ids is not None else [None] * n_tasks
     correct = []
-    for t, k in enumerate(ids):
+    for k in ids:
         if k is None:  # unseen task: fresh projection and permutation
             a = torch.randn(x.shape[1], out_dim, device=dev, generator=g) / math.sqrt(x.shape[1])
             perm = torch.rand(num_classes, device=dev, generator=g).argsort()

@@ -61,6 +61,8 @@ def model_card(cfg: dict, step: int, results: dict, protocol: dict, command: str
     offline = [n for n, r in results.items() if r["status"] != "ok"]
     if offline:
         notes += f"\n- {', '.join(offline)}: not available offline where this card was made; not evaluated."
+    tasks = cfg["num_tasks"] or "infinity"
+    schedule = f"{cfg['lr_schedule']}, warm-up {cfg['warmup_steps']}, final decay {cfg['decay_steps']} steps"
     return f"""---
 library_name: gpicl-sklearn
 tags: [in-context-learning, meta-learning, scikit-learn, tabular-classification]
@@ -73,12 +75,12 @@ Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 
 ## Meta-training
 - Tasks: MNIST training split, images resized to {cfg["image_size"]}x{cfg["image_size"]}x{cfg["channels"]} and
-  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {cfg["num_tasks"] or "infinity"} tasks)
+  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {tasks} tasks)
   and label permutation; {_bias_text(cfg)}.
 - Sequences of {cfg["length"]} examples; loss: cross-entropy of every prediction of every prefix.
 - Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])} (paper defaults unless listed).
 - {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs = {cfg["batch_size"] * world} per step;
-  {cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]}, warm-up {cfg["warmup_steps"]}, final decay {cfg["decay_steps"]} steps
+  {cfg["optimizer"]} lr {cfg["lr"]} ({schedule}
   to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
 - Full training config: `config.json`, entry `training.config`.
 
