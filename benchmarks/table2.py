@@ -46,6 +46,7 @@ from training.data import DatasetUnavailableError, load_dataset
 from training.evaluate import load_run, meta_test, summarise
 from training.online_sgd import OnlineAdamLearner
 from training.publish import FOOTNOTES
+from training.state import find_state
 
 DATASETS = tuple(DATASET_TITLES)
 
@@ -213,7 +214,7 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
         size = f"{args.image_size}x{args.image_size}x{args.channels}"
         result["setup"] = f"linear, zero init, Adam lr 1e-3, one step per example; inputs {size}"
     else:
-        present = [r for r in runs if (r / "state" / "meta.json").is_file()]
+        present = [r for r in runs if find_state(r / "state") is not None]
         result["missing_runs"] = [str(r) for r in runs if r not in present]
         if not present:
             result["status"] = f"not run (needs GPU meta-training: {method.train_command})"
