@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from gpicl_sklearn.checkpoint import _replace as replace_atomically
+
 METRICS_NAME = "metrics.jsonl"
 
 
@@ -17,6 +19,25 @@ def append_record(out_dir: Path, record: dict) -> None:
     """Add one JSON line to the run's metrics."""
     with open(out_dir / METRICS_NAME, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def drop_records_after(out_dir: Path, step: int) -> None:
+    """Keep the records of steps up to ``step``: a run resumed there logs the later ones again.
+
+    A line cut short by a kill mid-write is dropped too.
+    """
+    path = out_dir / METRICS_NAME
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line + "\n")
+    replace_atomically(path, lambda tmp: tmp.write_text("".join(kept)))
 
 
 class Progress:

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,14 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
-from training.config import TrainConfig, config_from_args
+from training.config import TrainConfig, config_from_args, describe_changes, resume_changes
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
-from training.progress import Progress, append_record
-from training.state import load_state, read_meta, save_state
+from training.progress import Progress, append_record, drop_records_after
+from training.state import find_state, load_state, read_meta, save_state
 from training.stepper import Stepper, on_stream, side_stream
 from training.tasks import TaskSampler
 
@@ -148,21 +149,32 @@ def _lr(cfg: TrainConfig, step: int) -> float:
 
 
 def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, generator, procs: Processes) -> int:
-    """Resume from ``state_dir`` if it holds a state, else start (from ``init_from``); the first step."""
-    if not (state_dir / "meta.json").exists():
+    """Resume from the newest complete state in ``state_dir``, else start (from ``init_from``); the first step.
+
+    A resume refuses a config that changes the model or the data and names, in a warning,
+    the settings that it changes otherwise (lr, steps, ...).
+    """
+    found = find_state(state_dir)
+    if found is None:
         if cfg.init_from:  # weights only (fp16 in a published checkpoint): the optimiser starts afresh
             learner.load_state_dict(load_checkpoint(cfg.init_from).model.state_dict())
-        return 0
-    saved = read_meta(state_dir)["config"]
-    if saved["world_size"] != procs.world:
-        raise ValueError(f"{state_dir} was written by {saved['world_size']} processes; resume with as many")
-    step, rng = load_state(state_dir, learner, optimizer)
-    generator.set_state(rng[procs.rank])
-    if _uses_graph(cfg, procs.device):  # load_state_dict replaced the device lr with a float
-        for group in optimizer.param_groups:
-            group["lr"] = torch.tensor(float(group["lr"]), device=procs.device)
-    if procs.is_main:
-        print(f"resumed from {state_dir} at step {step}", flush=True)
+        step = 0
+    else:
+        saved = read_meta(found)["config"]
+        if saved["world_size"] != procs.world:
+            raise ValueError(f"{found} was written by {saved['world_size']} processes; resume with as many")
+        changes = resume_changes(saved, cfg)
+        step, rng = load_state(found, learner, optimizer)
+        generator.set_state(rng[procs.rank])
+        if _uses_graph(cfg, procs.device):  # load_state_dict replaced the device lr with a float
+            for group in optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=procs.device)
+        if procs.is_main:
+            print(f"resumed from {found} at step {step}", flush=True)
+            if changes:
+                warnings.warn(f"resuming {found} with changed settings: {describe_changes(changes)}", stacklevel=3)
+    if procs.is_main:  # records a killed run wrote after its last checkpoint are written again
+        drop_records_after(Path(cfg.out_dir), step)
     return step
 
 
