@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from benchmarks.common import DATASET_TITLES, RESULTS_DIR  # noqa: E402
+from benchmarks.common import RESULTS_DIR  # noqa: E402
+from training.paper import DATASET_TITLES  # noqa: E402
 
 
 def series(table2: dict) -> dict[str, dict[str, dict]]:

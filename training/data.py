@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "svhn", "random")
+from training.paper import DATASETS
+
 SPLITS = ("train", "test")
 
 ENV_VAR = "GPICL_DATA_ROOT"

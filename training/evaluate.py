@@ -20,10 +20,9 @@ from torch import Tensor, nn
 
 from training.data import DatasetUnavailableError, load_dataset
 from training.learners import build_learner
+from training.paper import DATASETS
 from training.state import load_state, read_meta
 from training.tasks import task_permutation, task_projection
-
-ALL_DATASETS = ("mnist", "fashion_mnist", "kmnist", "random", "cifar10", "svhn")
 
 # Offset that keeps meta-test task seeds apart from the training seeds.
 _EVAL_SEED_OFFSET = 10_000_019
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m training.evaluate --run runs/default``: meta-test a run, print and save JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--run", type=Path, required=True, help="training run folder (holds state/)")
-    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--n-tasks", type=int, default=16)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

@@ -23,17 +23,9 @@ from pathlib import Path
 import torch
 
 from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
-from training.evaluate import ALL_DATASETS, evaluate_datasets, load_run
+from training.evaluate import evaluate_datasets, load_run
+from training.paper import DATASETS, TABLE2
 
-PAPER_GPICL = {
-    "mnist": 73.70,
-    "fashion_mnist": 62.24,
-    "kmnist": 53.39,
-    "random": 100.0,
-    "cifar10": 19.40,
-    "svhn": 14.58,
-}
-PAPER_VSML = {"mnist": 79.04, "fashion_mnist": 68.49, "kmnist": 54.69, "random": 100.0, "cifar10": 24.09, "svhn": 17.45}
 FOOTNOTES = {
     "cifar10": "CIFAR10 test images here are decoded from JPEG copies (about quality 75), "
     "close to but not exactly the original pixels.",
@@ -45,7 +37,7 @@ def metrics_table(results: dict) -> str:
     for name in results:
         r = results[name]
         ours = f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"]
-        rows.append(f"| {name} | {ours} | {PAPER_GPICL.get(name, '')} | {PAPER_VSML.get(name, '')} |")
+        rows.append(f"| {name} | {ours} | {TABLE2['GPICL'].get(name, '')} | {TABLE2['VSML'].get(name, '')} |")
     return "\n".join(rows)
 
 
@@ -120,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--run", type=Path, help="training run folder (holds state/)")
     source.add_argument("--checkpoint", type=Path, help="a folder written by this command (re-evaluate, re-card)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--n-tasks", type=int, default=64)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
