@@ -53,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
+    """Tiny tensors gain nothing from threads, and on a busy runner with few cores every OpenMP
     parallel region can wait a scheduler slice (measured: 100x slower steps)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

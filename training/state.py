@@ -1,7 +1,7 @@
 """Exactly-resumable training state (weights, optimiser moments, RNG, step) that a kill never loses.
 
-Tensors go into safetensors shards of at most ``SHARD_BYTES`` each (a job may return files
-of at most 16 MiB, and a resume state with Adam moments is ~3x the weights); the step,
+Tensors go into safetensors shards of at most ``SHARD_BYTES`` each (a resume state with Adam
+moments is ~3x the weights; shards below 16 MiB pass transfers that limit the file size); the step,
 RNG states, config and shard list go into ``meta.json``.
 
 A save writes ``<dir>.tmp``, fsyncs every file, marks it complete (the file ``COMPLETE``,
