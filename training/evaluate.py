@@ -138,6 +138,25 @@ def load_run(run: Path) -> tuple[nn.Module, dict, int]:
     return learner.eval(), cfg, step
 
 
+def evaluate_as_trained(
+    learner: nn.Module, cfg: dict, names: list[str], device: torch.device, *, n_tasks: int, n_seqs: int, seed: int
+) -> dict[str, dict]:
+    """:func:`evaluate_datasets` with the preprocessing and sequence length of the training config ``cfg``."""
+    return evaluate_datasets(
+        learner,
+        names,
+        device=device,
+        image_size=cfg["image_size"],
+        channels=cfg["channels"],
+        out_dim=cfg["input_dim"],
+        num_classes=cfg["num_classes"],
+        n_tasks=n_tasks,
+        n_seqs=n_seqs,
+        length=cfg["length"],
+        seed=seed,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.evaluate --run runs/default``: meta-test a run, print and save JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
@@ -151,17 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     learner, cfg, step = load_run(args.run)
     device = torch.device(args.device)
-    results = evaluate_datasets(
+    results = evaluate_as_trained(
         learner.to(device),
+        cfg,
         args.datasets.split(","),
-        device=device,
-        image_size=cfg["image_size"],
-        channels=cfg["channels"],
-        out_dim=cfg["input_dim"],
-        num_classes=cfg["num_classes"],
+        device,
         n_tasks=args.n_tasks,
         n_seqs=args.n_seqs,
-        length=cfg["length"],
         seed=args.seed,
     )
     for name, r in results.items():

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
-from training.evaluate import evaluate_datasets, load_run
+from training.evaluate import evaluate_as_trained, load_run
 from training.paper import DATASETS, TABLE2
 
 FOOTNOTES = {
@@ -148,17 +148,13 @@ def main(argv: list[str] | None = None) -> None:
         "device": device.type,
         "precision": "bf16 autocast" if device.type == "cuda" else "float32",
     }
-    results = evaluate_datasets(
+    results = evaluate_as_trained(
         learner.to(device),
+        cfg,
         args.datasets.split(","),
-        device=device,
-        image_size=cfg["image_size"],
-        channels=cfg["channels"],
-        out_dim=cfg["input_dim"],
-        num_classes=cfg["num_classes"],
+        device,
         n_tasks=args.n_tasks,
         n_seqs=args.n_seqs,
-        length=cfg["length"],
         seed=args.seed,
     )
     print(metrics_table(results))
