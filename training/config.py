@@ -230,7 +230,9 @@ def config_from_args(argv: list[str] | None = None, description: str | None = No
     description : str, optional
         The ``--help`` text above the flags.
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train", description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
     defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
