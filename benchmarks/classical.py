@@ -51,8 +51,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
 from benchmarks.common import RESULTS_DIR, write_outputs  # noqa: E402
+from benchmarks.online_classifiers import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from gpicl_sklearn import ContextSubsetWarning, GPICLClassifier, load_checkpoint  # noqa: E402
-from gpicl_sklearn.baselines import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from training.data import DatasetUnavailableError, load_split  # noqa: E402
 
 TABLES: dict[str, Callable] = {
@@ -211,9 +211,11 @@ def markdown(records: list[dict], skipped: dict[str, str], meta: dict, paragraph
     lines = [
         "# GPICLClassifier vs classical classifiers (CPU)",
         "",
-        f"GPICL checkpoint: `{meta['checkpoint']}` (sha256 {meta['checkpoint_sha256'][:12]}…; {meta['checkpoint_training']}).",
+        f"GPICL checkpoint: `{meta['checkpoint']}` (sha256 {meta['checkpoint_sha256'][:12]}…; "
+        f"{meta['checkpoint_training']}).",
         f"Each model is `Pipeline([StandardScaler(), clf])`. Tables: {', '.join(TABLES)} by stratified "
-        f"{meta['folds']}-fold cross-validation (rows shuffled once); images: raw pixels, {meta['train_sizes']} training rows "
+        f"{meta['folds']}-fold cross-validation (rows shuffled once); images: raw pixels, "
+        f"{meta['train_sizes']} training rows "
         f"(stratified), tested on a fixed sample of {meta['test_size']} test-split rows, "
         f"{meta['repeats']} draw(s) each.",
         "",
@@ -243,7 +245,7 @@ def plot(records: list[dict], path: Path) -> None:
     tables = [s for s, row in table.items() if next(iter(row.values()))["dataset"] in TABLES]
     panels = len(images) + (1 if tables else 0)
     fig, axes = plt.subplots(1, max(panels, 1), figsize=(6 * max(panels, 1), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], images):
+    for ax, name in zip(axes[0], images, strict=False):  # spare panels: the tables'
         for m in models:
             rs = sorted((r for r in records if r["dataset"] == name and r["model"] == m), key=lambda r: r["n_train"])
             ax.errorbar(
@@ -292,7 +294,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "--maml-checkpoint",
         type=Path,
         default=Path("benchmarks/checkpoints/maml_mnist"),
-        help="MAML initialisation (python -m training.online_sgd); skipped when missing",
+        help="MAML initialisation (python -m training.maml_init); skipped when missing",
     )
     parser.add_argument("--datasets", help=f"comma-separated (default {','.join([*TABLES, *IMAGES])})")
     parser.add_argument("--train-sizes", help="image training rows (default 50,100,500,1000)")
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     records, skipped = [], {}
     if maml is None:
         skipped["MAML"] = (
-            f"no initialisation at {args.maml_checkpoint} (needs GPU meta-training, then python -m training.online_sgd)"
+            f"no initialisation at {args.maml_checkpoint} (needs GPU meta-training, then python -m training.maml_init)"
         )
     with warnings.catch_warnings():
         # Documented behaviour, not news: GPICL reads a subset of large training sets; LogisticRegression

@@ -8,16 +8,6 @@ from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
-# Display names of the datasets of training.data, in the paper's Table 2 order.
-DATASET_TITLES = {
-    "mnist": "MNIST",
-    "fashion_mnist": "FashionMNIST",
-    "kmnist": "KMNIST",
-    "random": "Random",
-    "cifar10": "CIFAR10",
-    "svhn": "SVHN",
-}
-
 
 def write_outputs(out_dir: Path, stem: str, markdown: str, data: dict) -> tuple[Path, Path]:
     """Write ``<stem>.md`` and ``<stem>.json`` (strict JSON: NaN is refused) into ``out_dir``."""

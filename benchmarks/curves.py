@@ -20,7 +20,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from benchmarks.common import DATASET_TITLES, RESULTS_DIR  # noqa: E402
+from benchmarks.common import RESULTS_DIR  # noqa: E402
+from training.paper import DATASET_TITLES  # noqa: E402
 
 
 def series(table2: dict) -> dict[str, dict[str, dict]]:
@@ -48,11 +49,11 @@ def plot(curves: dict[str, dict[str, dict]], path: Path) -> None:
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, (dataset, methods) in zip(axes.flat, curves.items()):
+    for ax, (dataset, methods) in zip(axes.flat, curves.items(), strict=False):  # a grid may have spare axes
         for method, s in methods.items():
             color = colors[method]
-            lo = [a - c for a, c in zip(s["acc"], s["ci95"])]
-            hi = [a + c for a, c in zip(s["acc"], s["ci95"])]
+            lo = [a - c for a, c in zip(s["acc"], s["ci95"], strict=True)]
+            hi = [a + c for a, c in zip(s["acc"], s["ci95"], strict=True)]
             ax.plot(s["prediction"], s["acc"], color=color, label=method)
             ax.fill_between(s["prediction"], lo, hi, color=color, alpha=0.2, linewidth=0)
             if s["paper_final"] is not None:

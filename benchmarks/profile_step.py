@@ -18,11 +18,12 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from training.config import TrainConfig
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import make_optimizer
 from training.tasks import TaskSampler
-from training.train import TrainConfig, draw_batch, make_train_step, step_model
+from training.train import draw_batch, make_train_step, step_model
 
 PHASES = ("sample", "train_step")
 

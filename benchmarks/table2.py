@@ -41,18 +41,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import DATASET_TITLES, RESULTS_DIR, percent, write_outputs
+from benchmarks.common import RESULTS_DIR, percent, write_outputs
 from training.data import DatasetUnavailableError, load_dataset
 from training.evaluate import load_run, meta_test, summarise
 from training.online_sgd import OnlineAdamLearner
+from training.paper import DATASET_TITLES, DATASETS, TABLE2
 from training.publish import FOOTNOTES
-
-DATASETS = tuple(DATASET_TITLES)
-
-
-def _paper(*values: float) -> dict[str, float]:
-    return dict(zip(DATASETS, values))
-
+from training.state import find_state
 
 _TRAIN = "python -m training.train --config training/configs/default.json"
 _TRAIN_OTHER = f"{_TRAIN} --steps 50000 --compile false --cuda-graph false"
@@ -69,32 +64,32 @@ class Method:
 
 
 METHODS = (
-    Method("SGD", None, None, _paper(70.31, 50.78, 37.89, 100.0, 14.84, 10.16)),
+    Method("SGD", None, None, TABLE2["SGD"]),
     Method(
         "MAML",
         "maml",
         "maml_runs",
-        _paper(53.71, 48.44, 36.33, 99.80, 17.38, 11.33),
+        TABLE2["MAML"],
         f"{_TRAIN_OTHER} --learner maml --out-dir runs/maml",
     ),
     Method(
         "VSML",
         "vsml",
         "vsml_runs",
-        _paper(79.04, 68.49, 54.69, 100.0, 24.09, 17.45),
+        TABLE2["VSML"],
         f"{_TRAIN_OTHER} --learner vsml --batch-size 16 --out-dir runs/vsml",
     ),
     Method(
         "LSTM",
         "lstm",
         "lstm_runs",
-        _paper(25.39, 28.12, 18.10, 58.72, 12.11, 11.07),
+        TABLE2["LSTM"],
         f"{_TRAIN_OTHER} --learner lstm --out-dir runs/lstm",
     ),
     Method(
         "Outer-product LSTM", "oplstm", "oplstm_runs", None, f"{_TRAIN_OTHER} --learner oplstm --out-dir runs/oplstm"
     ),
-    Method("GPICL Transformer", "transformer", "gpicl_runs", _paper(73.70, 62.24, 53.39, 100.0, 19.40, 14.58), _TRAIN),
+    Method("GPICL Transformer", "transformer", "gpicl_runs", TABLE2["GPICL"], _TRAIN),
     Method("GPICL + test-time ensembling", "transformer", "gpicl_runs", None, _TRAIN, ensemble=True),
 )
 DEFAULT_RUNS = {
@@ -210,11 +205,10 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
     if method.learner is None:
         prep = {"image_size": args.image_size, "channels": args.channels, "out_dim": None, "num_classes": 10}
         learners = [(OnlineAdamLearner(num_classes=10, lr=1e-3).to(data.device), prep)]
-        result["setup"] = (
-            f"linear, zero init, Adam lr 1e-3, one step per example; inputs {args.image_size}x{args.image_size}x{args.channels}"
-        )
+        size = f"{args.image_size}x{args.image_size}x{args.channels}"
+        result["setup"] = f"linear, zero init, Adam lr 1e-3, one step per example; inputs {size}"
     else:
-        present = [r for r in runs if (r / "state" / "meta.json").is_file()]
+        present = [r for r in runs if find_state(r / "state") is not None]
         result["missing_runs"] = [str(r) for r in runs if r not in present]
         if not present:
             result["status"] = f"not run (needs GPU meta-training: {method.train_command})"

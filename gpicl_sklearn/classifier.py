@@ -161,17 +161,23 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         max_context = cfg.max_len - 1
         rows = context_rows(rng, n_samples, self.n_estimators, max_context)
         if n_samples > max_context:
-            warnings.warn(_subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2)
+            warnings.warn(
+                _subset_message(n_samples, self.n_estimators, max_context), ContextSubsetWarning, stacklevel=2
+            )
         slots = np.stack([draw_label_slots(rng, len(classes), cfg.num_classes) for _ in range(self.n_estimators)])
         context = torch.from_numpy(X[rows])  # (n_estimators, n_context, n_features), raw
         stats = fit_input_stats(context)  # float64, from each member's context rows only
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         weight_t = checkpoint.model.embed_x.weight.detach().T  # (input_dim, d_model)
         # One member at a time: a layout is (2 n_features, input_dim), large for wide tables.
-        projection = np.stack([
-            (draw_layout(stats.present[e : e + 1], cfg.input_dim, _layout(checkpoint), generator)[0] @ weight_t).numpy()
-            for e in range(self.n_estimators)
-        ])
+        projection = np.stack(
+            [
+                (
+                    draw_layout(stats.present[e : e + 1], cfg.input_dim, _layout(checkpoint), generator)[0] @ weight_t
+                ).numpy()
+                for e in range(self.n_estimators)
+            ]
+        )
 
         # Fitted state is numpy only (picklable, device-free); torch state lives in _encoded.
         self.classes_ = classes

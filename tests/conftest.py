@@ -11,6 +11,7 @@ import os
 # was imported with this set; it must precede the first import of scipy (via sklearn).
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -19,6 +20,9 @@ import torch  # noqa: E402
 
 from gpicl_sklearn import save_checkpoint  # noqa: E402
 from gpicl_sklearn.model import GPICLConfig, GPICLTransformer  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.learners import learner_config  # noqa: E402
+from training.state import save_state  # noqa: E402
 
 # Small enough to build and run in milliseconds; max_len=20 (19 context rows) and 5 label
 # slots make the context-subset and too-many-classes paths reachable with tiny data.
@@ -49,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core runner every OpenMP
+    """Tiny tensors gain nothing from threads, and on a busy runner with few cores every OpenMP
     parallel region can wait a scheduler slice (measured: 100x slower steps)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -68,3 +72,27 @@ def write_tiny_mnist(root: Path, n_train: int, n_test: int) -> Path:
         (root / "mnist").mkdir(parents=True, exist_ok=True)
         np.savez(root / "mnist" / f"{split}.npz", x=x, y=y)
     return root
+
+
+def write_run(directory: Path, module: torch.nn.Module, **config) -> Path:
+    """A training run folder as ``training.train`` leaves it (``<dir>/state``) for ``module``.
+
+    ``config``: TrainConfig fields; the learner's name and options come from ``module``.
+    """
+    spec = learner_config(module)
+    name = spec.pop("name")
+    options = {k: v for k, v in spec.items() if k not in ("input_dim", "num_classes")}
+    cfg = dataclasses.asdict(
+        TrainConfig(
+            out_dir=str(directory), learner=name, learner_kwargs=options, num_classes=spec["num_classes"], **config
+        )
+    )
+    save_state(
+        directory / "state",
+        module,
+        torch.optim.Adam(module.parameters()),
+        step=7,
+        rng_states=[torch.Generator().get_state()],
+        config={**cfg, "world_size": 1, "input_dim": spec["input_dim"]},
+    )
+    return directory

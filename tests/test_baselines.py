@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 from pathlib import Path
 
@@ -10,49 +9,21 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_run
 from sklearn.base import clone
 from sklearn.datasets import make_blobs
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from benchmarks.online_classifiers import MAMLClassifier, OnlineSGDClassifier
 from gpicl_sklearn import CheckpointError
-from gpicl_sklearn.baselines import (
-    MAMLClassifier,
-    OnlineSGDClassifier,
-    load_maml_init,
-    online_adam,
-    online_sgd,
-    save_maml_init,
-)
+from training.config import TrainConfig
 from training.learners import build_learner, learner_config
-from training.online_sgd import OnlineAdamLearner, OnlineSGDLearner, export_maml_init
-from training.state import save_state
-from training.train import TrainConfig, make_train_step
+from training.maml_init import export_maml_init, load_maml_init, save_maml_init
+from training.online_sgd import OnlineAdamLearner, OnlineSGDLearner
+from training.online_updates import online_adam, online_sgd
+from training.train import make_train_step
 
 B, L, D, C = 3, 9, 5, 4
-
-
-def write_run(directory: Path, module: torch.nn.Module, **config) -> Path:
-    """A training run folder as ``training.train`` leaves it (``<dir>/state``) for ``module``.
-
-    ``config``: TrainConfig fields; the learner's name and options come from ``module``.
-    """
-    spec = learner_config(module)
-    name = spec.pop("name")
-    options = {k: v for k, v in spec.items() if k not in ("input_dim", "num_classes")}
-    cfg = dataclasses.asdict(
-        TrainConfig(
-            out_dir=str(directory), learner=name, learner_kwargs=options, num_classes=spec["num_classes"], **config
-        )
-    )
-    save_state(
-        directory / "state",
-        module,
-        torch.optim.Adam(module.parameters()),
-        step=7,
-        rng_states=[torch.Generator().get_state()],
-        config={**cfg, "world_size": 1, "input_dim": spec["input_dim"]},
-    )
-    return directory
 
 
 def sequences(seed: int = 0, dtype=torch.float64):

@@ -10,12 +10,11 @@ import json
 
 import pytest
 import torch
-from conftest import write_tiny_mnist
-from test_baselines import write_run
+from conftest import write_run, write_tiny_mnist
 
 from benchmarks import classical, curves, normalisation, profile_step, table2
 from training.learners import build_learner
-from training.online_sgd import export_maml_init
+from training.maml_init import export_maml_init
 
 TINY_GPICL = dict(max_len=100, d_model=16, n_layers=1, n_heads=2, head_dim=8, mlp_ratio=2)
 

@@ -103,6 +103,20 @@ def test_load_split_rejects_malformed_file(tmp_path):
         load_split("mnist", "test", root=tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "corrupt member"])
+def test_an_unreadable_npz_is_an_error_naming_the_file(gray_root, damage):
+    path = gray_root / "mnist" / "test.npz"
+    good = path.read_bytes()
+    damaged = {
+        "garbage": b"not an npz" * 10,
+        "truncated": good[: len(good) // 2],
+        "corrupt member": good[:60] + bytes(20) + good[80:],
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match="test.npz is not a readable .npz file"):
+        load_split("mnist", "test", root=gray_root)
+
+
 @pytest.mark.parametrize(("name", "split"), [("kmnist", "test"), ("svhn", "train"), ("cifar10", "train")])
 def test_missing_split_without_torchvision_is_a_clear_error(tmp_path, no_torchvision, name, split):
     with pytest.raises(DatasetUnavailableError) as info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import runpy
@@ -16,12 +17,14 @@ import torch.nn.functional as F
 from conftest import write_tiny_mnist
 from safetensors.torch import load_file
 
+from training import train as train_module
+from training.config import ConfigError, TrainConfig, config_from_args
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
 from training.state import load_state, read_meta
 from training.tasks import TaskConfig, TaskSampler
-from training.train import TrainConfig, config_from_args, train
+from training.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_LEARNER = {"d_model": 32, "n_layers": 1, "n_heads": 2, "head_dim": 16, "max_len": 12}
@@ -126,7 +129,7 @@ def test_lr_schedules_at_key_steps():
     assert lr_at(900, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.55)
     assert lr_at(1000, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.1)
     values = [lr_at(s, schedule="wsd", warmup=10, decay=200, **kw) for s in range(800, 1001)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 @pytest.mark.parametrize("step", [0, 50])
@@ -185,6 +188,48 @@ def test_config_from_args_rejects_bad_flags(argv, capsys):
     assert argv[0] in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"steps": -5}, "steps"),
+        ({"log_every": 0}, "log_every"),
+        ({"steps": "ten"}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"bf16": 1}, "bf16"),
+        ({"lr": float("nan")}, "lr"),
+        ({"biased_fraction": 1.5}, "biased_fraction"),
+        ({"num_tasks": 0}, "num_tasks"),
+        ({"channels": 2}, "channels"),
+        ({"learner": "gru"}, "learner"),
+        ({"learner_kwargs": {"d_modle": 8}}, "learner_kwargs"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"lr_schedule": "linear"}, "lr_schedule"),
+        ({"dataset": "imagenet"}, "dataset"),
+        ({"eval_datasets": ("mnist", "imagenet")}, "eval_datasets"),
+        ({"fold_projection": True, "num_tasks": 4}, "num_tasks"),
+    ],
+)
+def test_invalid_configs_are_rejected_up_front_naming_the_field(changes, field):
+    with pytest.raises(ConfigError, match=rf"^{field} must be"):
+        TrainConfig(**changes)
+
+
+@pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--steps", "-5"], ["--log-every", "0"]])
+def test_invalid_flags_exit_naming_the_field(argv, capsys):
+    with pytest.raises(SystemExit):
+        config_from_args(argv)
+    assert argv[0][2:].replace("-", "_") + " must be" in capsys.readouterr().err
+
+
+def test_a_config_file_value_of_the_wrong_type_names_the_field(tmp_path, capsys):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"steps": "ten"}))
+    with pytest.raises(SystemExit):
+        config_from_args(["--config", str(path)])
+    assert "steps must be int, got 'ten'" in capsys.readouterr().err
+
+
 def test_config_file_with_unknown_fields_is_an_error(tmp_path, capsys):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"steps": 3, "stepz": 4}))
@@ -233,6 +278,44 @@ def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer, fold)
     assert read_meta(parts / "state")["rng_states"] == read_meta(tmp_path / "whole" / "state")["rng_states"]
     losses = {r["step"]: r["loss"] for r in records(tmp_path / "whole") if "loss" in r}
     assert {r["step"]: r["loss"] for r in records(parts) if "loss" in r} == losses
+
+
+class Killed(BaseException):
+    """The process dies here."""
+
+
+def test_a_resume_after_a_kill_logs_every_step_once(env_root, tmp_path, monkeypatch):
+    cfg = tiny_config(tmp_path / "run", steps=8, log_every=2, ckpt_every=4, eval_every=4)
+    real_save, saves = train_module.save_state, []
+
+    def save_then_die_at_the_second(*args, **kwargs):
+        saves.append(kwargs["step"])
+        if len(saves) == 2:
+            raise Killed
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_state", save_then_die_at_the_second)
+    with pytest.raises(Killed):
+        train(cfg)
+    assert [r["step"] for r in records(cfg.out_dir)] == [2, 4, 4, 6, 8, 8]  # losses and evaluations
+    monkeypatch.setattr(train_module, "save_state", real_save)
+    train(cfg)  # resumes at step 4
+    whole = tmp_path / "whole"
+    train(dataclasses.replace(cfg, out_dir=str(whole)))
+    assert [r["step"] for r in records(cfg.out_dir)] == [2, 4, 4, 6, 8, 8]
+    assert [r.get("loss") for r in records(cfg.out_dir)] == [r.get("loss") for r in records(whole)]
+
+
+def test_a_resume_refuses_a_changed_model_or_data_and_names_other_changes(env_root, tmp_path):
+    cfg = tiny_config(tmp_path, steps=4)
+    train(cfg)
+    for change in ({"batch_size": 4}, {"learner_kwargs": {**TINY_LEARNER, "n_layers": 2}}, {"length": 10}):
+        with pytest.raises(ConfigError, match=f"cannot resume with changed {next(iter(change))}"):
+            train(dataclasses.replace(cfg, steps=6, **change))
+    assert read_meta(tmp_path / "state")["step"] == 4  # nothing was trained or written
+    with pytest.warns(UserWarning, match=r"changed settings: steps: 4 -> 6; lr: 0.003 -> 0.001"):
+        train(dataclasses.replace(cfg, steps=6, lr=1e-3))
+    assert read_meta(tmp_path / "state")["step"] == 6
 
 
 @pytest.fixture(scope="module")
@@ -310,7 +393,7 @@ def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root
             loss.backward()
             grads.append([p.grad.clone() for p in params])
             losses.append(loss.item())
-        for p, g0, g1 in zip(params, *grads):
+        for p, g0, g1 in zip(params, *grads, strict=True):
             p.grad = (g0 + g1) / 2
         clipped.append(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item() > cfg.grad_clip)
         opt.step()
@@ -323,9 +406,9 @@ def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root
     assert step == cfg.steps and len(rng) == 2
     for r, sampler in enumerate(samplers):
         assert torch.equal(rng[r], sampler.generator.get_state()), f"rank {r} data stream"
-    for (name, a), b in zip(ddp.named_parameters(), params):
+    for (name, a), b in zip(ddp.named_parameters(), params, strict=True):
         assert torch.allclose(a, b.detach(), rtol=1e-4, atol=1e-6), name
-    moved = [not torch.allclose(a, b) for a, b in zip(initial, params)]
+    moved = [not torch.allclose(a, b) for a, b in zip(initial, params, strict=True)]
     assert all(moved), "every parameter should have been trained"
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-DATASETS = ("mnist", "fashion_mnist", "kmnist", "cifar10", "svhn", "random")
+from training.paper import DATASETS
+
 SPLITS = ("train", "test")
 
 ENV_VAR = "GPICL_DATA_ROOT"
@@ -118,10 +121,16 @@ def load_split(name: str, split: str, root: str | os.PathLike | None = None) -> 
     path = Path(root if root is not None else data_root()) / name / f"{split}.npz"
     if not path.is_file():
         _download(name, split, path)
-    with np.load(path, allow_pickle=False) as z:
-        if "x" not in z.files or "y" not in z.files:
-            raise ValueError(f"{path} must hold arrays 'x' and 'y', found {z.files}")
-        x, y = z["x"], z["y"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = z.files
+            arrays = {name: z[name] for name in ("x", "y") if name in files}
+    # What numpy raises for a file that is no npz, a truncated one or a corrupt member.
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as err:
+        raise ValueError(f"{path} is not a readable .npz file (corrupt or truncated?): {err}") from err
+    if len(arrays) != 2:
+        raise ValueError(f"{path} must hold arrays 'x' and 'y', found {files}")
+    x, y = arrays["x"], arrays["y"]
     _check_arrays(x, y, path)
     return x, y.astype(np.int64, copy=False)
 

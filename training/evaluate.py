@@ -20,10 +20,9 @@ from torch import Tensor, nn
 
 from training.data import DatasetUnavailableError, load_dataset
 from training.learners import build_learner
+from training.paper import DATASETS
 from training.state import load_state, read_meta
 from training.tasks import task_permutation, task_projection
-
-ALL_DATASETS = ("mnist", "fashion_mnist", "kmnist", "random", "cifar10", "svhn")
 
 # Offset that keeps meta-test task seeds apart from the training seeds.
 _EVAL_SEED_OFFSET = 10_000_019
@@ -55,7 +54,7 @@ def meta_test(
     g = torch.Generator(device=dev).manual_seed(_EVAL_SEED_OFFSET + seed)
     ids = task_ids if task_ids is not None else [None] * n_tasks
     correct = []
-    for t, k in enumerate(ids):
+    for k in ids:
         if k is None:  # unseen task: fresh projection and permutation
             a = torch.randn(x.shape[1], out_dim, device=dev, generator=g) / math.sqrt(x.shape[1])
             perm = torch.rand(num_classes, device=dev, generator=g).argsort()
@@ -139,11 +138,30 @@ def load_run(run: Path) -> tuple[nn.Module, dict, int]:
     return learner.eval(), cfg, step
 
 
+def evaluate_as_trained(
+    learner: nn.Module, cfg: dict, names: list[str], device: torch.device, *, n_tasks: int, n_seqs: int, seed: int
+) -> dict[str, dict]:
+    """:func:`evaluate_datasets` with the preprocessing and sequence length of the training config ``cfg``."""
+    return evaluate_datasets(
+        learner,
+        names,
+        device=device,
+        image_size=cfg["image_size"],
+        channels=cfg["channels"],
+        out_dim=cfg["input_dim"],
+        num_classes=cfg["num_classes"],
+        n_tasks=n_tasks,
+        n_seqs=n_seqs,
+        length=cfg["length"],
+        seed=seed,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.evaluate --run runs/default``: meta-test a run, print and save JSON."""
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--run", type=Path, required=True, help="training run folder (holds state/)")
-    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--n-tasks", type=int, default=16)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -152,17 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     learner, cfg, step = load_run(args.run)
     device = torch.device(args.device)
-    results = evaluate_datasets(
+    results = evaluate_as_trained(
         learner.to(device),
+        cfg,
         args.datasets.split(","),
-        device=device,
-        image_size=cfg["image_size"],
-        channels=cfg["channels"],
-        out_dim=cfg["input_dim"],
-        num_classes=cfg["num_classes"],
+        device,
         n_tasks=args.n_tasks,
         n_seqs=args.n_seqs,
-        length=cfg["length"],
         seed=args.seed,
     )
     for name, r in results.items():

@@ -23,6 +23,7 @@ can record it and :func:`build_learner` can rebuild the module from that record.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -164,7 +165,7 @@ class MLPLearner(nn.Module):
         self.cfg = cfg
         widths = [cfg.input_dim + cfg.num_classes] + [cfg.hidden_size] * cfg.num_hidden_layers
         layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), nn.ReLU()]
         layers.append(nn.Linear(widths[-1], cfg.num_classes))
         self.net = nn.Sequential(*layers)

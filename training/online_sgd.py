@@ -2,7 +2,7 @@ r"""Gradient-descent learners with the meta-learners' interface: the paper's SGD
 
 Both are a linear softmax classifier over the (projected) inputs that, at every position
 ``i`` of a sequence, predicts ``y_i`` with its current weights and then takes one
-optimiser step on ``(x_i, y_i)``; see :mod:`gpicl_sklearn.baselines` for the updates.
+optimiser step on ``(x_i, y_i)``; see :mod:`training.online_updates` for the updates.
 
 * :class:`OnlineSGDLearner` (registered as ``"maml"`` in :mod:`training.learners`): plain
   SGD whose initial weights :math:`W_0, b_0` and step size :math:`\eta = e^{\lambda}` are
@@ -15,23 +15,19 @@ optimiser step on ``(x_i, y_i)``; see :mod:`gpicl_sklearn.baselines` for the upd
 * :class:`OnlineAdamLearner`: the SGD baseline, one Adam step per example from zero
   weights at a fixed learning rate; it has no meta-parameters and is only evaluated.
 
-Export a meta-trained MAML run for :class:`gpicl_sklearn.baselines.MAMLClassifier`::
-
-    python -m training.online_sgd --run runs/maml --out benchmarks/checkpoints/maml_mnist
+A meta-trained MAML run is exported as files by :mod:`training.maml_init`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from gpicl_sklearn.baselines import online_adam, online_sgd, save_maml_init
 from training.batch import check_batch
+from training.online_updates import online_adam, online_sgd
 
 
 @dataclass(frozen=True)
@@ -88,32 +84,5 @@ class OnlineAdamLearner(nn.Module):
         self.num_classes, self.lr = num_classes, lr
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        if x.ndim != 3:
-            raise ValueError(f"x must have shape (B, L, D), got {tuple(x.shape)}")
         zeros_w = x.new_zeros(x.shape[-1], self.num_classes, dtype=torch.float32)
         return online_adam(x.float(), y, zeros_w, zeros_w.new_zeros(self.num_classes), lr=self.lr).logits
-
-
-def export_maml_init(run: Path, out: Path) -> Path:
-    """Write the meta-learned initialisation of MAML run ``run`` to ``out`` (see module docstring)."""
-    from training.evaluate import (
-        load_run,  # here, not at the top: evaluate imports learners, which import us
-    )
-
-    learner, cfg, step = load_run(run)
-    if cfg["learner"] != "maml":  # by name: under `python -m` this module is __main__, not the registered class's
-        raise ValueError(f"{run} meta-trained learner {cfg['learner']!r}, not 'maml'; nothing to export")
-    training = {"config": cfg, "steps": step, "run": str(run)}
-    return save_maml_init(out, learner.weight, learner.bias, learner.lr, training=training)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="MAML training run folder (holds state/)")
-    parser.add_argument("--out", type=Path, required=True, help="folder to write the initialisation to")
-    args = parser.parse_args(argv)
-    print(f"wrote {export_maml_init(args.run, args.out)}")
-
-
-if __name__ == "__main__":
-    main()

@@ -13,6 +13,9 @@ import math
 import torch
 from torch import Tensor
 
+OPTIMIZERS = ("adam", "sign_momentum")
+LR_SCHEDULES = ("constant", "cosine", "wsd")
+
 
 class SignMomentum(torch.optim.Optimizer):
     r"""``m <- beta m + (1 - beta) g``;  ``theta <- theta - lr * sign(m)``."""
@@ -51,7 +54,7 @@ def make_optimizer(
         return torch.optim.Adam(params, lr=lr_value, betas=betas, eps=eps, fused=fused, capturable=capturable)
     if name == "sign_momentum":
         return SignMomentum(params, lr=lr_value, beta=betas[0])
-    raise ValueError(f"unknown optimizer {name!r}; expected 'adam' or 'sign_momentum'")
+    raise ValueError(f"unknown optimizer {name!r}; expected one of {OPTIMIZERS}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -71,8 +74,8 @@ def lr_at(step: int, *, base: float, schedule: str, total: int, warmup: int, min
       to ``min_ratio * base`` over the last ``decay`` steps. The decay phase can be
       scheduled when a resumed run's length is known.
     """
-    if schedule not in ("constant", "cosine", "wsd"):  # checked first: not only after warm-up
-        raise ValueError(f"unknown lr schedule {schedule!r}; expected 'constant', 'cosine' or 'wsd'")
+    if schedule not in LR_SCHEDULES:  # checked first: not only after warm-up
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
     if warmup and step < warmup:
         return base * (step + 1) / warmup
     if schedule == "constant":

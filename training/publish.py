@@ -23,17 +23,9 @@ from pathlib import Path
 import torch
 
 from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
-from training.evaluate import ALL_DATASETS, evaluate_datasets, load_run
+from training.evaluate import evaluate_as_trained, load_run
+from training.paper import DATASETS, TABLE2
 
-PAPER_GPICL = {
-    "mnist": 73.70,
-    "fashion_mnist": 62.24,
-    "kmnist": 53.39,
-    "random": 100.0,
-    "cifar10": 19.40,
-    "svhn": 14.58,
-}
-PAPER_VSML = {"mnist": 79.04, "fashion_mnist": 68.49, "kmnist": 54.69, "random": 100.0, "cifar10": 24.09, "svhn": 17.45}
 FOOTNOTES = {
     "cifar10": "CIFAR10 test images here are decoded from JPEG copies (about quality 75), "
     "close to but not exactly the original pixels.",
@@ -45,7 +37,7 @@ def metrics_table(results: dict) -> str:
     for name in results:
         r = results[name]
         ours = f"{100 * r['final_acc']:.1f}% ± {100 * r['final_ci95']:.1f}" if r["status"] == "ok" else r["status"]
-        rows.append(f"| {name} | {ours} | {PAPER_GPICL.get(name, '')} | {PAPER_VSML.get(name, '')} |")
+        rows.append(f"| {name} | {ours} | {TABLE2['GPICL'].get(name, '')} | {TABLE2['VSML'].get(name, '')} |")
     return "\n".join(rows)
 
 
@@ -61,6 +53,8 @@ def model_card(cfg: dict, step: int, results: dict, protocol: dict, command: str
     offline = [n for n, r in results.items() if r["status"] != "ok"]
     if offline:
         notes += f"\n- {', '.join(offline)}: not available offline where this card was made; not evaluated."
+    tasks = cfg["num_tasks"] or "infinity"
+    schedule = f"{cfg['lr_schedule']}, warm-up {cfg['warmup_steps']}, final decay {cfg['decay_steps']} steps"
     return f"""---
 library_name: gpicl-sklearn
 tags: [in-context-learning, meta-learning, scikit-learn, tabular-classification]
@@ -73,12 +67,12 @@ Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 
 ## Meta-training
 - Tasks: MNIST training split, images resized to {cfg["image_size"]}x{cfg["image_size"]}x{cfg["channels"]} and
-  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {cfg["num_tasks"] or "infinity"} tasks)
+  z-normalised; each sequence under a fresh random projection `A ~ N(0, 1/N_x)` (K = {tasks} tasks)
   and label permutation; {_bias_text(cfg)}.
 - Sequences of {cfg["length"]} examples; loss: cross-entropy of every prediction of every prefix.
 - Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])} (paper defaults unless listed).
 - {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs = {cfg["batch_size"] * world} per step;
-  {cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]}, warm-up {cfg["warmup_steps"]}, final decay {cfg["decay_steps"]} steps
+  {cfg["optimizer"]} lr {cfg["lr"]} ({schedule}
   to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
 - Full training config: `config.json`, entry `training.config`.
 
@@ -166,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--run", type=Path, help="training run folder (holds state/)")
     source.add_argument("--checkpoint", type=Path, help="a folder written by this command (re-evaluate, re-card)")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    parser.add_argument("--datasets", default=",".join(ALL_DATASETS))
+    parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--n-tasks", type=int, default=64)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -205,17 +199,13 @@ def main(argv: list[str] | None = None) -> None:
         "device": device.type,
         "precision": "bf16 autocast" if device.type == "cuda" else "float32",
     }
-    results = evaluate_datasets(
+    results = evaluate_as_trained(
         learner.to(device),
+        cfg,
         args.datasets.split(","),
-        device=device,
-        image_size=cfg["image_size"],
-        channels=cfg["channels"],
-        out_dim=cfg["input_dim"],
-        num_classes=cfg["num_classes"],
+        device,
         n_tasks=args.n_tasks,
         n_seqs=args.n_seqs,
-        length=cfg["length"],
         seed=args.seed,
     )
     print(metrics_table(results))

@@ -14,15 +14,13 @@ step), so a long run proceeds across many short jobs. Metrics go to
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -30,88 +28,34 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gpicl_sklearn.checkpoint import load_checkpoint
+from training.config import TrainConfig, config_from_args, describe_changes, resume_changes
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
-from training.priors.mixture import PriorConfig, PriorSampler
-from training.state import load_state, read_meta, save_state
-from training.tasks import TaskConfig, TaskSampler
-
-# Eager steps before a CUDA graph is captured (autograd, cuBLAS and compiled kernels must
-# have run once outside capture; DDP needs 11, PyTorch's CUDA-graph notes say).
-GRAPH_WARMUP_STEPS = 11
+from training.priors.mixture import PriorSampler
+from training.progress import Progress, append_record, drop_records_after
+from training.state import find_state, load_state, read_meta, save_state
+from training.stepper import Stepper, on_stream, side_stream
+from training.tasks import TaskSampler
 
 
-@dataclass
-class TrainConfig:
-    # task distribution
-    dataset: str = "mnist"
-    image_size: int | None = 32  # None: native resolution
-    channels: int = 3
-    out_dim: int | None = None  # N_x; None: the flattened input width (square A)
-    length: int = 100
-    num_classes: int = 10
-    num_tasks: int | None = None  # K; None = infinite
-    biased_fraction: float = 0.9
-    biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
-    fold_projection: bool = False  # K = infinity, transformer: sample inputs at d_model width (training/folded.py)
-    task_seed: int = 0
-    # None: the paper's tasks above; else the general-purpose prior (training/priors),
-    # a dict of PriorConfig fields; inputs are then out_dim wide.
-    prior: dict | None = None
-    # learner
-    learner: str = "transformer"
-    learner_kwargs: dict = field(default_factory=dict)
-    init_from: str | None = None  # start a new run from these gpicl_sklearn checkpoint weights
-    # optimisation
-    batch_size: int = 128  # sequences per process and step
-    steps: int = 10_000
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # constant | cosine | wsd
-    warmup_steps: int = 0
-    decay_steps: int = 0  # wsd: length of the final decay
-    min_lr_ratio: float = 0.1
-    adam_eps: float = 1e-8
-    beta1: float = 0.9
-    beta2: float = 0.999
-    grad_clip: float | None = 1.0
-    bf16: bool = True
-    compile: bool = False
-    cuda_graph: bool = False
-    seed: int = 0
-    # bookkeeping
-    out_dir: str = "runs/default"
-    log_every: int = 100
-    ckpt_every: int = 2000
-    eval_every: int = 5000
-    eval_datasets: tuple[str, ...] = ("mnist", "fashion_mnist", "random", "cifar10")
-    eval_tasks: int = 16
-    eval_seqs: int = 16
-    max_minutes: float | None = None  # checkpoint and stop after this much wall-clock time
+class Processes(NamedTuple):
+    """This process's place in the run: its rank, the number of processes, its device."""
 
-    def input_dim(self, raw_dim: int) -> int:
-        return self.out_dim or raw_dim
+    rank: int
+    world: int
+    device: torch.device
 
-    def prior_config(self) -> PriorConfig:
-        return PriorConfig(**{**self.prior, "weights": dict(self.prior.get("weights", PriorConfig().weights))})
-
-    def task_config(self, in_dim: int) -> TaskConfig:
-        """The task distribution this run samples, projecting to ``in_dim`` features."""
-        return TaskConfig(
-            length=self.length,
-            num_classes=self.num_classes,
-            out_dim=in_dim,
-            num_tasks=self.num_tasks,
-            biased_fraction=self.biased_fraction,
-            task_seed=self.task_seed,
-        )
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 prints, evaluates and writes files."""
+        return self.rank == 0
 
 
-def _setup_distributed() -> tuple[int, int, torch.device]:
-    """Rank, world size and device; one process per GPU under ``torchrun``."""
+def _setup_distributed() -> Processes:
+    """One process per GPU under ``torchrun``; a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if torch.cuda.is_available():
@@ -122,7 +66,7 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
+    return Processes(rank, world, device)
 
 
 def make_train_step(model: nn.Module, optimizer, cfg: TrainConfig, device: torch.device):
@@ -164,36 +108,6 @@ def draw_batch(sampler, learner: nn.Module, cfg: TrainConfig) -> tuple[tuple[Ten
     return tuple(inputs), y, None
 
 
-class GraphedStep:
-    """The whole train step (forward, backward, clip, optimiser) as one CUDA graph replay.
-
-    At the paper's sizes a step is a few hundred small kernels: launch overhead, not
-    arithmetic, sets the time. Replaying a captured graph removes it.
-    """
-
-    def __init__(self, step, optimizer, inputs: tuple[Tensor, ...], y: Tensor, slot_mask: Tensor | None):
-        self.inputs, self.y = tuple(t.clone() for t in inputs), y.clone()
-        self.slot_mask = None if slot_mask is None else slot_mask.clone()
-        optimizer.zero_grad(set_to_none=True)  # captured backward allocates static grads
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss = step(self.inputs, self.y, self.slot_mask)
-
-    def __call__(self, inputs: tuple[Tensor, ...], y: Tensor, slot_mask: Tensor | None) -> Tensor:
-        for static, t in zip(self.inputs, inputs, strict=True):
-            static.copy_(t)
-        self.y.copy_(y)
-        if slot_mask is not None:
-            self.slot_mask.copy_(slot_mask)
-        self.graph.replay()
-        return self.loss
-
-
-def _log(out_dir: Path, record: dict) -> None:
-    with open(out_dir / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def _evaluate(learner, cfg: TrainConfig, x_train, y_train, device, step: int) -> dict:
     kw = dict(
         image_size=cfg.image_size,
@@ -224,15 +138,87 @@ def _evaluate(learner, cfg: TrainConfig, x_train, y_train, device, step: int) ->
     return {"step": step, "eval": results}
 
 
+def _uses_graph(cfg: TrainConfig, device: torch.device) -> bool:
+    """CUDA graphs: asked for and on a GPU (a CPU run ignores ``cuda_graph``)."""
+    return cfg.cuda_graph and device.type == "cuda"
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    return lr_at(
+        step,
+        base=cfg.lr,
+        schedule=cfg.lr_schedule,
+        total=cfg.steps,
+        warmup=cfg.warmup_steps,
+        min_ratio=cfg.min_lr_ratio,
+        decay=cfg.decay_steps,
+    )
+
+
+def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, generator, procs: Processes) -> int:
+    """Resume from the newest complete state in ``state_dir``, else start (from ``init_from``); the first step.
+
+    A resume refuses a config that changes the model or the data and names, in a warning,
+    the settings that it changes otherwise (lr, steps, ...).
+    """
+    found = find_state(state_dir)
+    if found is None:
+        if cfg.init_from:  # weights only (fp16 in a published checkpoint): the optimiser starts afresh
+            learner.load_state_dict(load_checkpoint(cfg.init_from).model.state_dict())
+        step = 0
+    else:
+        saved = read_meta(found)["config"]
+        if saved["world_size"] != procs.world:
+            raise ValueError(f"{found} was written by {saved['world_size']} processes; resume with as many")
+        changes = resume_changes(saved, cfg)
+        step, rng = load_state(found, learner, optimizer)
+        generator.set_state(rng[procs.rank])
+        if _uses_graph(cfg, procs.device):  # load_state_dict replaced the device lr with a float
+            for group in optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=procs.device)
+        if procs.is_main:
+            print(f"resumed from {found} at step {step}", flush=True)
+            if changes:
+                warnings.warn(f"resuming {found} with changed settings: {describe_changes(changes)}", stacklevel=3)
+    if procs.is_main:  # records a killed run wrote after its last checkpoint are written again
+        drop_records_after(Path(cfg.out_dir), step)
+    return step
+
+
+def _parallel(model: nn.Module, procs: Processes, side: torch.cuda.Stream | None) -> nn.Module:
+    """``model`` under DDP when the run has several processes."""
+    if procs.world == 1:
+        return model
+    # Built on the side stream of a CUDA-graph warm-up: DDP's set-up otherwise touches the
+    # legacy default stream, which a capture forbids.
+    with on_stream(side):
+        device_ids = [procs.device.index] if procs.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _save(
+    state_dir: Path, cfg: TrainConfig, learner, optimizer, generator, procs: Processes, step: int, in_dim: int
+) -> None:
+    """Checkpoint the run at ``step``: every rank's data position, the main rank writes."""
+    states = [generator.get_state()]
+    if procs.world > 1:
+        gathered: list = [None] * procs.world
+        dist.all_gather_object(gathered, states[0].cpu())
+        states = gathered
+    if procs.is_main:
+        config = {**dataclasses.asdict(cfg), "world_size": procs.world, "input_dim": in_dim}
+        save_state(state_dir, learner, optimizer, step=step, rng_states=states, config=config)
+
+
 def train(cfg: TrainConfig) -> nn.Module:
-    rank, world, device = _setup_distributed()
+    """Meta-train as ``cfg`` says, from scratch or from ``<out_dir>/state``; the learner at the end."""
+    procs = _setup_distributed()
+    device = procs.device
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    is_main = rank == 0
+    state_dir = out_dir / "state"
 
     if cfg.prior is not None:
-        if cfg.out_dim is None or cfg.eval_datasets:
-            raise ValueError("a prior run needs out_dim (the model's input width) and no eval_datasets")
         prior = cfg.prior_config()
         # Native pixels, one channel: as a user passes MNIST to the estimator.
         names = prior.image_datasets if prior.weights.get("images", 0) > 0 else ()
@@ -244,7 +230,7 @@ def train(cfg: TrainConfig) -> nn.Module:
         in_dim = cfg.input_dim(x.shape[1])
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
-    use_graph = cfg.cuda_graph and device.type == "cuda"
+    use_graph = _uses_graph(cfg, device)
     optimizer = make_optimizer(
         cfg.optimizer,
         learner.parameters(),
@@ -253,42 +239,25 @@ def train(cfg: TrainConfig) -> nn.Module:
         betas=(cfg.beta1, cfg.beta2),
         capturable=use_graph,
     )
-    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + rank)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + procs.rank)
+    step = _start(cfg, state_dir, learner, optimizer, generator, procs)
 
-    step = 0
-    state_dir = out_dir / "state"
-    if cfg.init_from and not (state_dir / "meta.json").exists():
-        # Weights only (fp16 in a published checkpoint): the optimiser starts afresh.
-        learner.load_state_dict(load_checkpoint(cfg.init_from).model.state_dict())
-    if (state_dir / "meta.json").exists():
-        saved = read_meta(state_dir)["config"]
-        if saved["world_size"] != world:
-            raise ValueError(f"{state_dir} was written by {saved['world_size']} processes; resume with as many")
-        step, rng = load_state(state_dir, learner, optimizer)
-        generator.set_state(rng[rank])
-        if use_graph:  # load_state_dict replaced the device lr with a float
-            for group in optimizer.param_groups:
-                group["lr"] = torch.tensor(float(group["lr"]), device=device)
-        if is_main:
-            print(f"resumed from {state_dir} at step {step}", flush=True)
-
-    side = torch.cuda.Stream() if use_graph else None
-    model = step_model(learner, cfg)
-    if world > 1:
-        # For graph capture, DDP is built on the side stream that runs the warm-up steps
-        # (PyTorch's CUDA-graph notes); otherwise its set-up touches the legacy default
-        # stream, which a capture forbids.
-        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None
-            )
+    side = side_stream(use_graph)
+    model = _parallel(step_model(learner, cfg), procs, side)
     if cfg.compile:
         model = torch.compile(model)
-    train_step = make_train_step(model, optimizer, cfg, device)
+    stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side)
     if cfg.prior is not None:
         # Seeded per rank, and by the step on resume: the host draws of a step are the same.
         biased = unbiased = PriorSampler(
-            prior, cfg.length, in_dim, cfg.num_classes, images, generator, seed=cfg.seed * 1_000_003 + rank, calls=step
+            prior,
+            cfg.length,
+            in_dim,
+            cfg.num_classes,
+            images,
+            generator,
+            seed=cfg.seed * 1_000_003 + procs.rank,
+            calls=step,
         )
     else:
         task_cfg = cfg.task_config(in_dim)
@@ -296,137 +265,38 @@ def train(cfg: TrainConfig) -> nn.Module:
         # After the plateau the fixed permutation only teaches the base dataset's own labels.
         unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
 
-    def checkpoint(at: int) -> None:
-        states = [generator.get_state()]
-        if world > 1:
-            gathered: list = [None] * world
-            dist.all_gather_object(gathered, states[0].cpu())
-            states = gathered
-        if is_main:
-            save_state(
-                state_dir,
-                learner,
-                optimizer,
-                step=at,
-                rng_states=states,
-                config={**dataclasses.asdict(cfg), "world_size": world, "input_dim": in_dim},
-            )
-
-    start_time, t_log, s_log = time.time(), time.time(), step
-    run_steps = 0  # steps taken by this process: the eager warm-up before a graph capture
-    graphed: GraphedStep | None = None
+    progress = Progress(out_dir, step, cfg.max_minutes, procs.world, procs.is_main, device)
     learner.train()
     while step < cfg.steps:
-        lr = lr_at(
-            step,
-            base=cfg.lr,
-            schedule=cfg.lr_schedule,
-            total=cfg.steps,
-            warmup=cfg.warmup_steps,
-            min_ratio=cfg.min_lr_ratio,
-            decay=cfg.decay_steps,
-        )
+        lr = _lr(cfg, step)
         set_lr(optimizer, lr)
         in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
         inputs, yb, slot_mask = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
-        if use_graph and graphed is None and run_steps >= GRAPH_WARMUP_STEPS:
-            torch.cuda.synchronize()
-            graphed = GraphedStep(train_step, optimizer, inputs, yb, slot_mask)
-        if graphed is not None:
-            loss = graphed(inputs, yb, slot_mask)
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            if side is not None:  # the warm-up for a capture runs on a side stream
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    loss = train_step(inputs, yb, slot_mask)
-                torch.cuda.current_stream().wait_stream(side)
-            else:
-                loss = train_step(inputs, yb, slot_mask)
+        loss = stepper(inputs, yb, slot_mask)
         step += 1
-        run_steps += 1
 
+        last = step == cfg.steps
         out_of_time = False
-        if step % cfg.log_every == 0 or step == cfg.steps:  # the only host syncs of the loop
-            loss_value = float(loss)
-            now = time.time()
-            out_of_time = cfg.max_minutes is not None and now - start_time > 60 * cfg.max_minutes
-            if world > 1:  # mean loss; every rank stops when rank 0 runs out of time
-                t = torch.tensor([loss_value / world, float(out_of_time)], device=device)
-                dist.all_reduce(t)
-                loss_value, out_of_time = t[0].item(), bool(t[1].item())
-            rate = (step - s_log) / (now - t_log)
-            t_log, s_log = now, step
-            if is_main:
-                print(f"step {step:>7d}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:6.1f} steps/s", flush=True)
-                _log(
-                    out_dir, {"step": step, "loss": loss_value, "lr": lr, "steps_per_s": rate, "time": now - start_time}
-                )
-        if is_main and cfg.prior is None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        if step % cfg.log_every == 0 or last:
+            out_of_time = progress.log(step, loss, lr)
+        if procs.is_main and cfg.prior is None and (step % cfg.eval_every == 0 or last):
             record = _evaluate(learner, cfg, x, y, device, step)
-            _log(out_dir, record)
+            append_record(out_dir, record)
             finals = {k: v.get("final_acc", v["status"]) for k, v in record["eval"].items()}
             print("eval", json.dumps(finals), flush=True)
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
-            checkpoint(step)
+        if step % cfg.ckpt_every == 0 or last or out_of_time:
+            _save(state_dir, cfg, learner, optimizer, generator, procs, step, in_dim)
         if out_of_time:
-            if is_main:
+            if procs.is_main:
                 print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached", flush=True)
             break
-    if world > 1:
+    if procs.world > 1:
         dist.barrier()
     return learner
 
 
-def _parse_value(text: str, default):
-    """Parse a flag value with the type of the field's default (JSON for dicts/tuples/None)."""
-    if text.lower() in {"null", "none"}:
-        return None
-    if isinstance(default, bool):
-        if text.lower() not in {"true", "false", "1", "0"}:
-            raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-        return text.lower() in {"true", "1"}
-    if isinstance(default, (int, float, str)) and not isinstance(default, bool):
-        return type(default)(text)
-    if isinstance(default, tuple) and not text.startswith("["):  # names: "mnist,cifar10"
-        return tuple(name for name in text.split(",") if name)
-    if default is None:  # optional numbers: "4096", ".5"; anything else stays a string
-        try:
-            return json.loads(text) if not text.startswith(".") else float(text)
-        except ValueError:
-            return text
-    value = json.loads(text)  # dicts and JSON lists
-    return tuple(value) if isinstance(default, tuple) else value
-
-
-def config_from_args(argv: list[str] | None = None) -> TrainConfig:
-    """``--config file.json`` then ``--field value`` flags (later ones win)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="JSON file of TrainConfig fields")
-    defaults = TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        default = getattr(defaults, f.name)
-        # SUPPRESS: an absent flag is absent from args, so an explicit "null" still overrides.
-        parser.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            dest=f.name,
-            default=argparse.SUPPRESS,
-            type=lambda t, d=default: _parse_value(t, d),
-            help=f"default: {default!r}",
-        )
-    args = parser.parse_args(argv)
-    values = json.loads(args.config.read_text()) if args.config else {}
-    unknown = set(values) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        parser.error(f"unknown fields in {args.config}: {sorted(unknown)}")
-    values.update({k: v for k, v in vars(args).items() if k != "config"})
-    if "eval_datasets" in values:  # null: evaluate nothing
-        values["eval_datasets"] = tuple(values["eval_datasets"] or ())
-    return TrainConfig(**values)
-
-
 def main(argv: list[str] | None = None) -> None:
-    cfg = config_from_args(argv)
+    cfg = config_from_args(argv, description=__doc__)
     train(cfg)
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CPU pilot (2 cores, ~12 minutes): does meta-training with --fold-projection learn like the
+# CPU pilot (~12 minutes on 2 cores): does meta-training with --fold-projection learn like the
 # direct Gram-trick sampling? A small Transformer on MNIST at 8x8 (64-d), the two runs side
 # by side with one thread each and the same seed; meta-test accuracy on unseen MNIST tasks
 # every 1000 steps in runs/fold_pilot/{direct,fold}/metrics.jsonl.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # A long run of the paper model on 4 GPUs (DDP + CUDA graphs, 512 sequences per GPU) in
-# device calls of under 10 minutes on one warm machine (runs/ stays there between calls):
-#   bash training/jobs/long_4gpu.sh train     # first and later calls: starts or resumes runs/long
-#   bash training/jobs/long_4gpu.sh finish    # last call: a copy, runs/long_decay, with the lr decayed,
+# jobs of under 10 minutes on one machine (runs/ stays there between jobs):
+#   bash training/jobs/long_4gpu.sh train     # first and later jobs: starts or resumes runs/long
+#   bash training/jobs/long_4gpu.sh finish    # last job: a copy, runs/long_decay, with the lr decayed,
 #                                             # then published to $OUT/ckpt (model card on the GPU)
 # Further arguments go to training.train (a CPU smoke run: NPROC=2 ... train --steps 4 --compile false ...).
-# Biased permutations only through the plateau (3k steps): session 2's lever (training/RUNS.md).
-# $OUT gets the metrics and log of every call; the 48 MB resume state stays on the machine.
+# Biased permutations only through the plateau (3k steps): the recipe experiments' lever (training/RUNS.md).
+# $OUT gets the metrics and log of every job; the 48 MB resume state stays on the machine.
 set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 MIN=${MINUTES:-8.5}

@@ -35,6 +35,8 @@ class PriorConfig:
     image_datasets: tuple = ("mnist", "fashion_mnist")  # train splits, native pixels
 
     def __post_init__(self):
+        object.__setattr__(self, "weights", dict(self.weights))
+        object.__setattr__(self, "image_datasets", tuple(self.image_datasets))
         unknown = set(self.weights) - {*TABLE_FAMILIES, "images"}
         if unknown:
             raise ValueError(f"PriorConfig.weights: unknown families {sorted(unknown)}")

@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Session 2, device calls 3-5 (nvidia-h100-x4, the warm machine of calls 1-2), as one script:
+# The shipped default checkpoint and the training throughput table, on 4 GPUs; runs after
+# training/jobs/recipe_experiments.sh on the same machine (it continues its runs/C):
 #   1. training throughput: compile and compile+graph, 1 GPU and 4 GPUs (DDP)
+#      (benchmarks/results/train_throughput.md)
 #   2. C -> Cf: runs/C (Table 2's GPICL seed 1) continued with a cosine lr decay for 4.3 minutes
 #      on GPU0, then published (the checkpoint shipped as gpicl_sklearn/checkpoints/default)
-# (Session 2 ran these as separate calls; the first throughput call failed for want of
-# GPICL_DATA_ROOT, and the publication of runs/final was repeated in call 4 after its
-# weights had been too large for $OUT in call 2.)
 set -u
 export GPICL_DATA_ROOT=$PWD/data_cache PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p $OUT

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 2, device call 2 (nvidia-h100-x4, same warm machine as call 1: runs/ is still there).
+# Table 2's seeds and the continuation of the best recipe experiment, on 4 GPUs; runs after
+# training/jobs/recipe_experiments.sh on the same machine (it reads its runs/):
 #   GPU0  the best of A/B/C (mean of MNIST and FashionMNIST in final_eval.json) copied to
 #         runs/final and continued with a cosine decay of the lr over this call's steps
 #   GPU1  C's config with seed 2, GPU2 with seed 3, each for as many steps as C took
@@ -41,7 +42,8 @@ done
 wait
 
 runs() { ls -d "$@" 2>/dev/null | grep -v "\.log$" | paste -sd, -; }
-# $OUT takes files of up to 16 MiB: the weights travel in 14 MB parts (cat them back together).
+# The weights are copied out in 14 MB parts (cat them back together): each file stays below
+# 16 MiB, for transfers that limit the file size.
 (CUDA_VISIBLE_DEVICES=0 python -m training.publish --run runs/final --out runs/ckpt --n-tasks 128 --n-seqs 32 \
   && mkdir -p $OUT/ckpt && cp runs/ckpt/*.json runs/ckpt/README.md $OUT/ckpt/ \
   && split -b 14M -d runs/ckpt/model.safetensors $OUT/ckpt/model.safetensors.part) > runs/publish.log 2>&1 &

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Session 2, device call 1 (nvidia-h100-x4): one experiment per GPU, ~8 minutes each.
+# Recipe experiments on 4 GPUs (one H100 each), one experiment per GPU, ~8 minutes each
+# (training/RUNS.md, "Recipe experiments"):
 #   GPU0  A: continue the shipped default weights with unbiased permutations (lr 3e-4)
 #   GPU1  B: a wider model from scratch (d_model 512, head_dim 64), biased only for 3k steps
 #   GPU2  C: the paper model from scratch, biased only for 3k steps (Table 2 GPICL seed 1)
 #   GPU3  LSTM and outer-product LSTM, 3 seeds each, for Table 2 (six processes share it)
 # Every GPICL run ends with a 64-task x 32-sequence meta-test (runs/<name>/final_eval.json).
-# Usage (repository root, data copied to data_cache/): bash training/jobs/session2_call1.sh
+# Usage (repository root, data copied to data_cache/): bash training/jobs/recipe_experiments.sh
+# Then training/jobs/table2_seeds.sh on the same machine (it reads runs/).
 set -u
 export GPICL_DATA_ROOT=$PWD/data_cache PYTHONUNBUFFERED=1
 mkdir -p runs
