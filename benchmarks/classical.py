@@ -211,9 +211,11 @@ def markdown(records: list[dict], skipped: dict[str, str], meta: dict, paragraph
     lines = [
         "# GPICLClassifier vs classical classifiers (CPU)",
         "",
-        f"GPICL checkpoint: `{meta['checkpoint']}` (sha256 {meta['checkpoint_sha256'][:12]}…; {meta['checkpoint_training']}).",
+        f"GPICL checkpoint: `{meta['checkpoint']}` (sha256 {meta['checkpoint_sha256'][:12]}…; "
+        f"{meta['checkpoint_training']}).",
         f"Each model is `Pipeline([StandardScaler(), clf])`. Tables: {', '.join(TABLES)} by stratified "
-        f"{meta['folds']}-fold cross-validation (rows shuffled once); images: raw pixels, {meta['train_sizes']} training rows "
+        f"{meta['folds']}-fold cross-validation (rows shuffled once); images: raw pixels, "
+        f"{meta['train_sizes']} training rows "
         f"(stratified), tested on a fixed sample of {meta['test_size']} test-split rows, "
         f"{meta['repeats']} draw(s) each.",
         "",
@@ -243,7 +245,7 @@ def plot(records: list[dict], path: Path) -> None:
     tables = [s for s, row in table.items() if next(iter(row.values()))["dataset"] in TABLES]
     panels = len(images) + (1 if tables else 0)
     fig, axes = plt.subplots(1, max(panels, 1), figsize=(6 * max(panels, 1), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], images):
+    for ax, name in zip(axes[0], images, strict=False):
         for m in models:
             rs = sorted((r for r in records if r["dataset"] == name and r["model"] == m), key=lambda r: r["n_train"])
             ax.errorbar(

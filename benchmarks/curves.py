@@ -48,11 +48,11 @@ def plot(curves: dict[str, dict[str, dict]], path: Path) -> None:
     cols = min(n, 3)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
-    for ax, (dataset, methods) in zip(axes.flat, curves.items()):
+    for ax, (dataset, methods) in zip(axes.flat, curves.items(), strict=False):
         for method, s in methods.items():
             color = colors[method]
-            lo = [a - c for a, c in zip(s["acc"], s["ci95"])]
-            hi = [a + c for a, c in zip(s["acc"], s["ci95"])]
+            lo = [a - c for a, c in zip(s["acc"], s["ci95"], strict=True)]
+            hi = [a + c for a, c in zip(s["acc"], s["ci95"], strict=True)]
             ax.plot(s["prediction"], s["acc"], color=color, label=method)
             ax.fill_between(s["prediction"], lo, hi, color=color, alpha=0.2, linewidth=0)
             if s["paper_final"] is not None:

@@ -5,7 +5,8 @@
 Meta-test protocol of ``training.evaluate`` (unseen projections and label permutations of
 the test split, sequences of 100) under three normalisations of the same images:
 the dataset-wide z-normalisation of meta-training, per-feature z-scores (what
-``StandardScaler`` does), and per-feature z-scores clipped at ``Z_CLIP``, the latter also rescaled to unit root-mean-square. Prints the mean accuracy over positions 91-100.
+``StandardScaler`` does), and per-feature z-scores clipped at ``Z_CLIP``, the latter also
+rescaled to unit root-mean-square. Prints the mean accuracy over positions 91-100.
 """
 
 from __future__ import annotations

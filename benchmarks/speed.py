@@ -60,9 +60,9 @@ def compare(X_fit, y_fit, X_query, repeats: int) -> list[str]:
     rows = {}
     for name, factory in make.items():
         fitted = factory().fit(X_fit, y_fit)
-        fit = _median_seconds(lambda: factory().fit(X_fit, y_fit), repeats)
-        predict = _median_seconds(lambda: fitted.predict(X_query), repeats)
-        both = _median_seconds(lambda: factory().fit(X_fit, y_fit).predict(X_query), repeats)
+        fit = _median_seconds(lambda factory=factory: factory().fit(X_fit, y_fit), repeats)
+        predict = _median_seconds(lambda fitted=fitted: fitted.predict(X_query), repeats)
+        both = _median_seconds(lambda factory=factory: factory().fit(X_fit, y_fit).predict(X_query), repeats)
         rows[name] = (fit, predict, both)
     (g_fit, g_pred, g_both), (l_fit, l_pred, l_both) = rows.values()
     lines = [
@@ -88,7 +88,7 @@ def scaling(X_fit, y_fit, X, n_queries: list[int], repeats: int) -> list[str]:
     ]
     for n in n_queries:
         queries = _queries(X, n)
-        seconds = _median_seconds(lambda: clf.predict(queries), repeats)
+        seconds = _median_seconds(lambda queries=queries: clf.predict(queries), repeats)
         lines.append(f"| {n:,} | {seconds * 1e3:.1f} | {seconds * 1e3 / n * 1000:.1f} |")
     return lines
 

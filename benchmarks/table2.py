@@ -51,7 +51,7 @@ DATASETS = tuple(DATASET_TITLES)
 
 
 def _paper(*values: float) -> dict[str, float]:
-    return dict(zip(DATASETS, values))
+    return dict(zip(DATASETS, values, strict=True))
 
 
 _TRAIN = "python -m training.train --config training/configs/default.json"
@@ -211,7 +211,8 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
         prep = {"image_size": args.image_size, "channels": args.channels, "out_dim": None, "num_classes": 10}
         learners = [(OnlineAdamLearner(num_classes=10, lr=1e-3).to(data.device), prep)]
         result["setup"] = (
-            f"linear, zero init, Adam lr 1e-3, one step per example; inputs {args.image_size}x{args.image_size}x{args.channels}"
+            "linear, zero init, Adam lr 1e-3, one step per example; "
+            f"inputs {args.image_size}x{args.image_size}x{args.channels}"
         )
     else:
         present = [r for r in runs if (r / "state" / "meta.json").is_file()]

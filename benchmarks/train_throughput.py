@@ -145,7 +145,7 @@ def table(results: dict) -> str:
         )
         ms = r["ms_per_step"]
         speedup = f"{r['gpus'] * one['ms_per_step'] / ms:.2f}x" if ms and one and r["gpus"] > 1 else ""
-        rows.append(f"| {r['setting']} | {r['mode']} | {r['gpus']} | {'%.2f' % ms if ms else 'failed'} | {speedup} |")
+        rows.append(f"| {r['setting']} | {r['mode']} | {r['gpus']} | {f'{ms:.2f}' if ms else 'failed'} | {speedup} |")
     return "\n".join(rows)
 
 

@@ -169,7 +169,10 @@ def test_unpickled_estimator_refuses_changed_weights(tmp_path: Path):
 
 def test_random_state_makes_fit_reproducible(tiny_checkpoint):
     X, y = small_problem(n=40)
-    make = lambda seed: GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=seed)
+
+    def make(seed):
+        return GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=seed)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ContextSubsetWarning)
         a, b, c = make(0).fit(X, y), make(0).fit(X, y), make(1).fit(X, y)

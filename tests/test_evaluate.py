@@ -99,7 +99,7 @@ def test_unseen_tasks_are_fresh_projections_with_permuted_labels():
         one = Recorder(4)
         meta_test(one, x[:1], torch.tensor([c]), out_dim=48, num_classes=4, n_tasks=6, n_seqs=2, length=8)
         maps.append([ys[0, 0].item() for _, ys in one.seen])
-    maps = list(zip(*maps))  # per task: (rho_t(0), ..., rho_t(3))
+    maps = list(zip(*maps, strict=True))  # per task: (rho_t(0), ..., rho_t(3))
     assert all(sorted(m) == [0, 1, 2, 3] for m in maps)
     assert len(set(maps)) >= 4, "every unseen task draws its own label permutation"
     # each task projects afresh: no input of task 1 is an input of task 0, nor of training task 0
@@ -113,7 +113,7 @@ def test_seen_tasks_regenerate_the_training_tasks_by_index():
     rec = Recorder(4)
     correct = meta_test(rec, x, y, out_dim=48, num_classes=4, n_seqs=3, length=6, task_ids=[2, 0], task_seed=3)
     assert correct.shape == (2, 3, 6)
-    for (xs, ys), k in zip(rec.seen, [2, 0]):
+    for (xs, ys), k in zip(rec.seen, [2, 0], strict=True):
         candidates = x @ task_projection(k, 16, 48, task_seed=3)  # (N, 48)
         dist = torch.cdist(xs.flatten(0, 1), candidates)
         best = dist.min(dim=1)
@@ -246,7 +246,7 @@ def test_publish_writes_a_loadable_checkpoint_with_metrics(tiny_run, tmp_path):
 
     learner, _, _ = load_run(tiny_run)
     assert ckpt.model.cfg == learner.cfg and ckpt.model.cfg.input_dim == 24
-    for (name, a), b in zip(ckpt.model.state_dict().items(), learner.state_dict().values()):
+    for (name, a), b in zip(ckpt.model.state_dict().items(), learner.state_dict().values(), strict=True):
         assert torch.allclose(a, b.float(), rtol=1e-3, atol=1e-3), name  # stored as float16
     card = (out / "README.md").read_text()
     assert "| mnist |" in card and "not run offline" in card

@@ -126,7 +126,7 @@ def test_lr_schedules_at_key_steps():
     assert lr_at(900, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.55)
     assert lr_at(1000, schedule="wsd", warmup=10, decay=200, **kw) == pytest.approx(0.1)
     values = [lr_at(s, schedule="wsd", warmup=10, decay=200, **kw) for s in range(800, 1001)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
 
 
 @pytest.mark.parametrize("step", [0, 50])
@@ -310,7 +310,7 @@ def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root
             loss.backward()
             grads.append([p.grad.clone() for p in params])
             losses.append(loss.item())
-        for p, g0, g1 in zip(params, *grads):
+        for p, g0, g1 in zip(params, *grads, strict=True):
             p.grad = (g0 + g1) / 2
         clipped.append(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip).item() > cfg.grad_clip)
         opt.step()
@@ -323,9 +323,9 @@ def test_two_processes_equal_one_process_averaging_two_batches(ddp_run, env_root
     assert step == cfg.steps and len(rng) == 2
     for r, sampler in enumerate(samplers):
         assert torch.equal(rng[r], sampler.generator.get_state()), f"rank {r} data stream"
-    for (name, a), b in zip(ddp.named_parameters(), params):
+    for (name, a), b in zip(ddp.named_parameters(), params, strict=True):
         assert torch.allclose(a, b.detach(), rtol=1e-4, atol=1e-6), name
-    moved = [not torch.allclose(a, b) for a, b in zip(initial, params)]
+    moved = [not torch.allclose(a, b) for a, b in zip(initial, params, strict=True)]
     assert all(moved), "every parameter should have been trained"
 
 
