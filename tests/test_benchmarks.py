@@ -1,4 +1,4 @@
-"""Smoke tests of benchmarks/table2.py, curves.py, classical.py and profile_step.py (--quick, outputs in a tmp dir).
+"""Smoke tests of the benchmarks (table2, curves, classical, tabular, profile_step): --quick, outputs in a tmp dir.
 
 Meta-trained methods read tiny random-weight run folders written here, so the tests need
 neither a GPU run nor dataset files (the "random" dataset is generated).
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import write_run, write_tiny_mnist
 
-from benchmarks import classical, curves, normalisation, profile_step, table2
+from benchmarks import classical, curves, normalisation, profile_step, table2, tabular
 from training.learners import build_learner
 from training.maml_init import export_maml_init
 
@@ -167,3 +168,88 @@ def test_profile_step_quick_reports_both_phases():
     }
     assert set(rows) == {"sample", "train_step"} and all(v > 0 for v in rows.values())
     assert "Top 5 ops" in text
+
+
+@pytest.fixture(scope="module")
+def tabular_quick(tiny_checkpoint, tmp_path_factory):
+    """``--quick`` with the tiny checkpoint (5 label slots; the quick tables have at most 3 classes)."""
+    out = tmp_path_factory.mktemp("tabular") / "tabular"
+    data = tabular.main(["--quick", "--checkpoints", f"{tiny_checkpoint},no-such-checkpoint", "--out", str(out)])
+    return out, data
+
+
+def test_tabular_quick_writes_sane_outputs(tabular_quick, tiny_checkpoint):
+    out, data = tabular_quick
+    gpicl = f"GPICL ({tiny_checkpoint.name})"
+    assert data == json.loads(out.with_suffix(".json").read_text())
+    assert data["learners"] == ["LogisticRegression", gpicl]
+    assert list(data["tables"]) == tabular.QUICK["tables"].split(",")
+    assert len(data["rows"]) == 3 * 2  # 3 tables x 1 size x 1 repeat x 2 learners
+    for r in data["rows"]:
+        assert r["size"] == 50 and r["error"] is None and not r["reused"]
+        assert 0 <= r["accuracy"] <= 1 and r["log_loss"] >= 0 and r["seconds"] > 0
+    assert data["unavailable"]["GPICL (no-such-checkpoint)"].startswith(
+        "not available: checkpoint 'no-such-checkpoint'"
+    )
+    assert set(data["summary"]["mean_accuracy"]) == {"LogisticRegression", gpicl}
+    md = out.with_suffix(".md").read_text()
+    for line in ("| LogisticRegression | ", f"| {gpicl} | ", "| GPICL (no-such-checkpoint) | not available |"):
+        assert line in md
+    assert "| best classical | " in md and "| carData/TitanicSurvival | " in md
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_tabular_reuse_copies_the_rows_of_the_same_draws(tabular_quick, tiny_checkpoint, tmp_path):
+    out, first = tabular_quick
+    args = ["--quick", "--checkpoints", str(tiny_checkpoint), "--reuse", str(out.with_suffix(".json"))]
+    data = tabular.main([*args, "--learners", "LogisticRegression,GPICL,kNN", "--out", str(tmp_path / "t")])
+    reused = [r for r in data["rows"] if r["reused"]]
+    assert len(reused) == 6 and data["meta"]["reused_rows"] == 6
+    assert [{**r, "reused": False} for r in reused] == first["rows"]
+    assert {r["learner"] for r in data["rows"] if not r["reused"]} == {"kNN"}
+
+
+def test_tabular_records_gpicl_errors_in_rows(tiny_checkpoint, tmp_path):
+    """Raw DataFrames (categoricals, NaN) either work or give an error row; the run goes on."""
+    data = tabular.main(
+        [
+            "--quick",
+            "--gpicl-raw",
+            "--learners",
+            "GPICL",
+            "--checkpoints",
+            str(tiny_checkpoint),
+            "--out",
+            str(tmp_path / "t"),
+        ]
+    )
+    assert len(data["rows"]) == 3
+    for r in data["rows"]:
+        assert (r["error"] is None and 0 <= r["accuracy"] <= 1) or (r["error"] and r["accuracy"] is None)
+
+
+def test_tabular_stratified_draw_keeps_every_class_on_both_sides():
+    y = np.array(["a"] * 90 + ["b"] * 8 + ["c"] * 2)
+    for seed in range(5):
+        train, test = tabular.stratified_draw(y, 10, 50, seed)
+        assert len(train) == 10 and len(test) == 50 and not set(train) & set(test)
+        assert set(y[train]) == set(y[test]) == {"a", "b", "c"}
+    first, again = tabular.stratified_draw(y, 10, 50, 3), tabular.stratified_draw(y, 10, 50, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_tabular_size_rule_leaves_a_fifth_for_testing():
+    assert tabular.size_fits(100, 150, 3) and not tabular.size_fits(500, 150, 3)
+    assert tabular.size_fits(1000, 1250, 2) and not tabular.size_fits(1000, 1249, 2)
+
+
+def test_tabular_log_loss_clips_classes_the_model_never_saw():
+    classes = np.array(["a", "b"])
+    accuracy, log_loss = tabular.score(np.array(["a", "c"]), np.array([[1.0, 0.0], [0.5, 0.5]]), classes)
+    assert accuracy == 0.5 and log_loss == pytest.approx(-np.log(tabular.LOG_LOSS_CLIP) / 2)
+
+
+def test_tabular_suite_missing_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(tabular.SUITE_ENV, str(tmp_path / "absent.json"))
+    with pytest.raises(FileNotFoundError, match="GPICL_TABULAR_SUITE"):
+        tabular.find_suite()
