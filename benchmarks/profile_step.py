@@ -53,10 +53,10 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
 
     def one_step() -> None:
         with record_function("sample"):
-            inputs, yb = draw_batch(sampler, learner, cfg)
+            inputs, yb, slot_mask = draw_batch(sampler, learner, cfg)
         with record_function("train_step"):
             optimizer.zero_grad(set_to_none=True)
-            step(inputs, yb)
+            step(inputs, yb, slot_mask)
 
     for _ in range(warmup):
         one_step()

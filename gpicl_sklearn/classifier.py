@@ -225,6 +225,11 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # first: it raises NotFittedError before fit
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing value gets an indicator column (gpicl_sklearn.inputs)
+        return tags
+
     def __getstate__(self) -> dict:
         # Drop the torch state (model reference, device tensors): pickles stay small, hold
         # no weights, and load on machines without the fitting device.

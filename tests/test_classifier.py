@@ -29,7 +29,8 @@ from gpicl_sklearn import (
     GPICLClassifier,
     load_checkpoint,
 )
-from gpicl_sklearn.preprocessing import Z_CLIP, ClippedStandardizer, context_rows
+from gpicl_sklearn.inputs import Z_CLIP, InputStats, standardize
+from gpicl_sklearn.preprocessing import context_rows
 
 MAX_CONTEXT = TINY_CONFIG.max_len - 1  # 19
 
@@ -96,9 +97,9 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
     # Reference: for each member, the full sequence (context rows, then one query) through
     # the training-time forward pass; the last position's logits over the used slots.
     model = load_checkpoint(tiny_checkpoint).model.double()
-    z = torch.tensor(clf._scaler.transform(X_query), dtype=torch.float64)
     expected = np.zeros_like(proba)
     for e in range(clf.n_estimators):
+        z = standardize(torch.tensor(X_query)[None], member_stats(clf, e))[0]
         M = torch.tensor(clf._projection[e], dtype=torch.float64)
         context = torch.tensor(clf._context_X[e], dtype=torch.float64)
         labels = torch.tensor(np.append(clf._context_y[e], 0))  # the query's own label is never read
@@ -111,12 +112,18 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
     np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)  # float32 inference
 
 
+def member_stats(clf: GPICLClassifier, e: int) -> InputStats:
+    """The input statistics of ensemble member ``e`` (a batch of one)."""
+    return InputStats(**{k: torch.from_numpy(v[e : e + 1]) for k, v in clf._stats.items()})
+
+
 def test_projection_is_folded_into_the_input_layer(tiny_checkpoint):
     # Rows of M_e = A_e W^T with A_e ~ N(0, 1/d) are N(0, W W^T / d): summed over the d rows
     # and averaged over members, M_e^T M_e estimates W W^T (the scale and the weights used).
     X, y = small_problem(n_features=8)
     clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=200, random_state=0).fit(X, y)
-    assert clf._projection.shape == (200, 8, TINY_CONFIG.d_model)
+    assert clf._projection.shape == (200, 16, TINY_CONFIG.d_model)  # values, then missing indicators
+    np.testing.assert_array_equal(clf._projection[:, 8:], 0.0)  # no value is missing: no indicator column
     W = load_checkpoint(tiny_checkpoint).model.embed_x.weight.detach().double().numpy()
     M = clf._projection.astype(np.float64)
     estimate = np.einsum("efi,efj->ij", M, M) / len(M)
@@ -196,9 +203,14 @@ def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
         match=r"50 training rows exceed the model's context of 19 rows.*50 distinct rows are used\.$",
     ):
         clf.fit(X, y)
-    assert clf._context_X.shape == (3, MAX_CONTEXT, X.shape[1])
-    seen = {tuple(row) for row in clf._context_X.reshape(-1, X.shape[1])}
-    assert seen == {tuple(row) for row in clf._scaler.transform(X)}
+    assert clf._context_X.shape == (3, MAX_CONTEXT, 2 * X.shape[1])
+    # Each member standardises its own rows: find them by the raw rows they came from.
+    seen = set()
+    for e in range(3):
+        z = standardize(torch.tensor(X)[None], member_stats(clf, e))[0].float().numpy()
+        index = {tuple(row): i for i, row in enumerate(z)}
+        seen |= {index[tuple(row)] for row in clf._context_X[e]}
+    assert seen == set(range(50))
 
     with pytest.warns(
         ContextSubsetWarning, match=r"so 38 distinct rows are used; set n_estimators >= 3 to use every row"
@@ -228,10 +240,7 @@ def test_context_rows():
 # --- bad input -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [(np.nan, "Input X contains NaN"), (np.inf, "Input X contains infinity")],
-)
+@pytest.mark.parametrize(("value", "message"), [(np.inf, "Input X contains infinity")])
 def test_non_finite_input(tiny_checkpoint, value: float, message: str):
     X, y = small_problem()
     bad = X.copy()
@@ -325,20 +334,21 @@ def test_outlying_feature_values_are_clipped(tiny_checkpoint):
     X, y = small_problem(n=30)
     clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(X, y)
     edge, far = X[:3].copy(), X[:3].copy()
-    edge[:, 0] = clf._scaler.scaler_.mean_[0] + Z_CLIP * clf._scaler.scaler_.scale_[0]
+    # The largest value of feature 0 the clipping lets through for member 0 and member 1.
+    stats = [member_stats(clf, e) for e in range(2)]
+    edge[:, 0] = max(float((s.mean[0, 0] + Z_CLIP / s.inv_std[0, 0]) / s.prescale[0, 0]) for s in stats)
     far[:, 0] = 1e6
     np.testing.assert_array_equal(clf.predict_proba(far), clf.predict_proba(edge))
     assert not np.array_equal(clf.predict_proba(edge), clf.predict_proba(X[:3]))
 
 
-def test_clipped_standardizer_bounds_and_scales_the_inputs():
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(200, 4)) * [1.0, 10.0, 0.1, 0.0]  # the last feature is constant
-    X[0, 0] = 50.0  # an outlier: z ~ 50 before clipping
-    Z = ClippedStandardizer().fit(X).transform(X)
-    assert Z.dtype == np.float32
-    np.testing.assert_allclose(np.sqrt(np.mean(Z.astype(np.float64) ** 2)), 1.0, rtol=1e-5)
-    scaler = ClippedStandardizer().fit(X)
-    assert np.abs(Z).max() <= Z_CLIP / scaler.rms_ * (1 + 1e-6)
-    np.testing.assert_array_equal(Z[:, 3], 0.0)
-    np.testing.assert_array_equal(ClippedStandardizer().fit(np.ones((5, 2))).transform(np.ones((5, 2))), 0.0)
+def test_missing_values_are_read_through_indicators(tiny_checkpoint):
+    X, y = small_problem(n=18)
+    X[::3, 1] = np.nan
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=2, random_state=0).fit(X, y)
+    assert np.all(np.isfinite(clf._context_X))
+    assert clf._stats["present"][:, X.shape[1] + 1].all()  # feature 1's indicator column is used
+    queries = X[:4].copy()
+    queries[:, 0] = np.nan  # missing where the context had no missing values: imputed, no indicator
+    proba = clf.predict_proba(queries)
+    assert np.all(np.isfinite(proba)) and np.allclose(proba.sum(1), 1.0)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -278,6 +279,25 @@ def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer, fold)
     assert read_meta(parts / "state")["rng_states"] == read_meta(tmp_path / "whole" / "state")["rng_states"]
     losses = {r["step"]: r["loss"] for r in records(tmp_path / "whole") if "loss" in r}
     assert {r["step"]: r["loss"] for r in records(parts) if "loss" in r} == losses
+
+
+def test_prior_training_has_finite_losses_and_resumes_exactly(env_root, tmp_path):
+    prior = dict(
+        prior={"max_features": 6, "weights": {"mlp": 1, "trees": 1, "clusters": 1}},
+        out_dim=8,
+        num_classes=10,
+        length=16,
+        learner_kwargs={**TINY_LEARNER, "max_len": 16},
+    )
+    train(tiny_config(tmp_path / "whole", steps=24, **prior))
+    parts = tmp_path / "parts"
+    train(tiny_config(parts, steps=24, max_minutes=0.0, **prior))
+    train(tiny_config(parts, steps=24, **prior))
+    whole, resumed = state_tensors(tmp_path / "whole"), state_tensors(parts)
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    losses = [r["loss"] for r in records(tmp_path / "whole") if "loss" in r]
+    assert all(np.isfinite(losses))
 
 
 class Killed(BaseException):

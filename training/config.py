@@ -16,6 +16,7 @@ from pathlib import Path
 from training.data import DATASETS
 from training.learners import CONFIGS
 from training.optim import LR_SCHEDULES, OPTIMIZERS
+from training.priors.common import MAX_CLASSES
 from training.priors.mixture import PriorConfig
 from training.tasks import TaskConfig
 
@@ -179,6 +180,7 @@ def _check_names(cfg: TrainConfig) -> None:
             cfg.prior_config()
         except (TypeError, ValueError) as e:
             raise ConfigError(f"prior: {e}") from e
+        _require(cfg.num_classes >= MAX_CLASSES, "num_classes", f"at least {MAX_CLASSES} with a prior", cfg.num_classes)
         _require(cfg.out_dim is not None, "out_dim", "set with a prior (the model's input width)", cfg.out_dim)
         _require(
             not cfg.eval_datasets,

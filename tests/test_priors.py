@@ -1,0 +1,100 @@
+"""The meta-training task prior (training/priors), at CPU sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.priors import clusters, corruptions, mlp, trees
+from training.priors.common import MAX_CLASSES, cut_into_classes
+from training.priors.images import ImageTasks
+from training.priors.mixture import PriorConfig, PriorSampler, assign_slots, compact_labels, family_sizes
+
+
+def generators(seed: int = 0):
+    return torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+
+
+@pytest.mark.parametrize("family", [mlp, trees, clusters])
+def test_table_families_return_labelled_rows_of_their_width(family):
+    g, rng = generators()
+    for _ in range(4):  # several structures (depth, activation, ...)
+        t = family.sample(6, 40, 12, g, rng)
+        assert t.x.shape == (6, 40, 12) and torch.isfinite(t.x).all()
+        assert t.y.shape == (6, 40) and t.y.min() >= 0 and t.y.max() < MAX_CLASSES
+        assert t.feature_mask.shape == (6, 12) and t.feature_mask[:, 0].all()
+
+
+def test_corruptions_keep_shapes_and_labels_and_add_missing_values():
+    g, rng = generators()
+    seen_missing = False
+    for _ in range(8):
+        t = trees.sample(8, 60, 10, g, rng)
+        c = corruptions.corrupt(t, g, rng)
+        assert c.x.shape == t.x.shape and c.y.shape == t.y.shape
+        assert (c.y <= t.y.amax(1, keepdim=True)).all()  # label noise stays within the task's classes
+        assert not torch.isinf(c.x).any()
+        seen_missing |= bool(torch.isnan(c.x).any())
+    assert seen_missing
+
+
+def test_cut_into_classes_uses_k_classes():
+    g, _ = generators()
+    k = torch.tensor([2, 5, 10])
+    y = cut_into_classes(torch.randn(3, 500, generator=g), k, g)
+    for row, kk in zip(y, k, strict=True):
+        assert row.max() < MAX_CLASSES and len(row.unique()) <= kk
+
+
+def test_image_tasks_draw_from_chosen_classes():
+    g, rng = generators()
+    x = torch.arange(100, dtype=torch.float32)[:, None].expand(-1, 9).clone()
+    y = torch.arange(100) % 10
+    tasks = ImageTasks([(x, y)])
+    for _ in range(6):
+        t = tasks.sample(4, 30, 5, g, rng)
+        assert t.x.shape[:2] == (4, 30) and t.y.max() < MAX_CLASSES
+        assert t.feature_mask.shape == (4, t.x.shape[2])
+
+
+def test_labels_are_compacted_and_given_distinct_slots():
+    y = torch.tensor([[3, 3, 7, 0], [1, 1, 1, 1]])
+    compact, k = compact_labels(y)
+    assert compact.tolist() == [[1, 1, 2, 0], [0, 0, 0, 0]] and k.tolist() == [3, 1]
+    slots, used = assign_slots(compact, k, 10, torch.Generator().manual_seed(0))
+    assert used.sum(1).tolist() == [3, 1]
+    assert used.gather(1, slots).all()  # every label sits on a used slot
+    assert len(set(slots[0].tolist())) == 3
+
+
+def test_family_sizes_split_the_batch():
+    assert family_sizes({"mlp": 0.35, "trees": 0.25, "clusters": 0.15, "images": 0.25}, 64) == {
+        "mlp": 22,
+        "trees": 16,
+        "clusters": 10,
+        "images": 16,
+    }
+    assert sum(family_sizes({"mlp": 1, "trees": 1, "clusters": 1}, 7).values()) == 7
+
+
+def test_sampler_batches_are_model_inputs_and_reproducible():
+    images = [(torch.randn(200, 16), torch.arange(200) % 10)]
+    cfg = PriorConfig(max_features=12)
+
+    def draw(calls: int):
+        sampler = PriorSampler(cfg, 48, 8, 10, images, torch.Generator().manual_seed(1), seed=3, calls=calls)
+        return sampler.sample(16)
+
+    x, y, used = draw(0)
+    assert x.shape == (16, 48, 8) and y.shape == (16, 48) and used.shape == (16, 10)
+    assert torch.isfinite(x).all()
+    assert used.gather(1, y).all()
+    for a, b in zip(draw(0), (x, y, used), strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(draw(1)[0], x)  # the step number is part of the host seed
+
+
+def test_prior_config_rejects_unknown_families():
+    with pytest.raises(ValueError, match="unknown families"):
+        PriorConfig(weights={"forest": 1.0})
