@@ -289,7 +289,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.classical", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", default="default", help="GPICL checkpoint (see gpicl_sklearn.load_checkpoint)")
+    parser.add_argument(
+        "--checkpoint", default="paper-mnist", help="GPICL checkpoint (see gpicl_sklearn.load_checkpoint)"
+    )
     parser.add_argument(
         "--maml-checkpoint",
         type=Path,

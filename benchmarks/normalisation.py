@@ -31,7 +31,7 @@ def per_feature(x: torch.Tensor, clip: float | None, unit_rms: bool = False) -> 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="default")
+    parser.add_argument("--checkpoint", default="paper-mnist")
     parser.add_argument("--datasets", default="mnist,fashion_mnist")
     parser.add_argument("--n-tasks", type=int, default=32)
     parser.add_argument("--n-seqs", type=int, default=16)

@@ -658,7 +658,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", help="training rows, comma-separated (default 50,100,500,1000)")
     parser.add_argument("--repeats", type=int, help="draws per table and size (default 5)")
     parser.add_argument("--learners", help=f"comma-separated, of {', '.join([*CLASSICAL, GPICL])} (default: all)")
-    parser.add_argument("--checkpoints", default="default", help="GPICL checkpoints, comma-separated names or paths")
+    parser.add_argument(
+        "--checkpoints", default="default,paper-mnist", help="GPICL checkpoints, comma-separated names or paths"
+    )
     parser.add_argument("--gpicl-raw", action="store_true", help="feed GPICL the raw DataFrame (categoricals, NaN)")
     parser.add_argument("--device", default="auto", help="GPICL device: auto, cpu or cuda")
     parser.add_argument("--max-test", type=int, help="most test rows per draw (default 2000)")

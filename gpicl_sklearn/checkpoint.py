@@ -7,7 +7,7 @@ A checkpoint is a folder laid out like a Hugging Face Hub model repository::
                          "training", "metrics"}
     README.md           model card (documentation only; not needed to load)
 
-:func:`load_checkpoint` accepts ``"default"`` (the checkpoint bundled with the package), a
+:func:`load_checkpoint` accepts a bundled name (:data:`BUNDLED`), a
 local folder or ``model.safetensors`` path, or a Hub repository id ``"owner/name"``. Weights
 are read with ``safetensors`` only, never unpickled, and every way a checkpoint can be
 broken is reported as a :class:`CheckpointError` naming the file and the problem.
@@ -39,6 +39,10 @@ CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 SAVE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
+# Checkpoints shipped inside the package (gpicl_sklearn/checkpoints/<name>): the
+# general-purpose model, and the paper's MNIST-only model (Table 2 and its benchmarks).
+BUNDLED = ("default", "paper-mnist")
+
 # "owner/name": what the Hub accepts as a model repository id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -59,7 +63,7 @@ class Checkpoint:
     config : dict
         The parsed ``config.json``.
     source : str
-        What was asked for (``"default"``, a path or a Hub id).
+        What was asked for (a bundled name, a path or a Hub id).
     sha256 : str
         Digest of ``model.safetensors``: identifies the exact weights.
     """
@@ -167,7 +171,9 @@ def load_checkpoint(
     source : str or path-like
         Resolved in this order:
 
-        1. ``"default"``: the checkpoint bundled with the package.
+        1. A name of :data:`BUNDLED`: ``"default"``, the general-purpose checkpoint
+           bundled with the package, or ``"paper-mnist"``, the paper's model meta-trained
+           on MNIST tasks only.
         2. An existing folder holding ``model.safetensors`` and ``config.json``, or the
            path of a ``model.safetensors`` file with ``config.json`` beside it.
         3. A Hugging Face Hub repository id ``"owner/name"``: both files are fetched
@@ -190,12 +196,12 @@ def load_checkpoint(
         The source cannot be found or fetched, or its files are missing, corrupt or
         incompatible with this version of gpicl-sklearn.
     """
-    if isinstance(source, str) and source == "default":
+    if isinstance(source, str) and source in BUNDLED:
         if revision is not None:
-            raise ValueError("revision applies to Hub repository ids only, not to 'default'")
-        bundled = files("gpicl_sklearn") / "checkpoints" / "default"
+            raise ValueError(f"revision applies to Hub repository ids only, not to {source!r}")
+        bundled = files("gpicl_sklearn") / "checkpoints" / source
         with as_file(bundled / WEIGHTS_NAME) as weights, as_file(bundled / CONFIG_NAME) as config:
-            return _load_files(weights, config, "default", shared)
+            return _load_files(weights, config, source, shared)
     path = Path(source).expanduser()
     if path.exists():
         if revision is not None:
@@ -210,7 +216,7 @@ def load_checkpoint(
         weights, config = _download(source, revision)
     else:
         raise CheckpointError(
-            f"checkpoint {str(source)!r} is neither 'default', an existing folder or file, "
+            f"checkpoint {str(source)!r} is neither a bundled name {BUNDLED}, an existing folder or file, "
             "nor a Hugging Face Hub repository id of the form 'owner/name'"
         )
     return _load_files(weights, config, str(source), shared)

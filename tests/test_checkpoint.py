@@ -62,11 +62,14 @@ def test_load_by_weights_path_and_model_card(tmp_path: Path):
     assert "2 layers" in (out2 / "README.md").read_text() and '"steps": 7' in (out2 / "README.md").read_text()
 
 
-def test_default_checkpoint_is_bundled():
-    ckpt = load_checkpoint("default")
-    assert ckpt.source == "default"
-    assert ckpt.model.cfg == GPICLConfig()
-    assert ckpt.config["model_type"] == MODEL_TYPE
+def test_bundled_checkpoints():
+    default = load_checkpoint("default")  # the general-purpose model: tables, 1,023 context rows
+    assert default.source == "default" and default.config["model_type"] == MODEL_TYPE
+    assert default.config["preprocessing"]["layout"] == "slots"
+    assert default.model.cfg.max_len == 1024 and default.model.cfg.input_dim == 128
+    paper = load_checkpoint("paper-mnist")  # the paper's model, meta-trained on MNIST tasks
+    assert paper.model.cfg == GPICLConfig()
+    assert paper.config.get("preprocessing", {}).get("layout", "projection") == "projection"
 
 
 def test_loads_are_independent_and_rewrites_are_seen(tmp_path: Path):
@@ -200,7 +203,9 @@ def test_non_finite_or_integer_tensors(tmp_path: Path):
 
 
 def test_unresolvable_source(tmp_path: Path):
-    with pytest.raises(CheckpointError, match="neither 'default', an existing folder or file, nor a Hugging Face Hub"):
+    with pytest.raises(
+        CheckpointError, match="neither a bundled name .*, an existing folder or file, nor a Hugging Face Hub"
+    ):
         load_checkpoint(tmp_path / "no" / "such" / "folder")
 
 
