@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import write_run, write_tiny_mnist
 
-from benchmarks import classical, curves, normalisation, profile_step, table2, tabular
+from benchmarks import classical, curves, image_context, normalisation, profile_step, table2, tabular
 from training.learners import build_learner
 from training.maml_init import export_maml_init
 
@@ -253,3 +253,15 @@ def test_tabular_suite_missing_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(tabular.SUITE_ENV, str(tmp_path / "absent.json"))
     with pytest.raises(FileNotFoundError, match="GPICL_TABULAR_SUITE"):
         tabular.find_suite()
+
+
+def test_image_context_quick_compares_sizes(tmp_path, monkeypatch, tiny_checkpoint):
+    # Tiny MNIST: 8x8 images of 4 classes (64 features); the tiny checkpoint reads 19 rows.
+    monkeypatch.setenv("GPICL_DATA_ROOT", str(write_tiny_mnist(tmp_path / "data", n_train=60, n_test=80)))
+    args = ["--datasets", "mnist", "--sizes", "8,40", "--repeats", "1", "--test-size", "50"]
+    image_context.main([*args, "--checkpoints", str(tiny_checkpoint), "--out", str(tmp_path)])
+    text = (tmp_path / "image_context.md").read_text()
+    records = json.loads((tmp_path / "image_context.json").read_text())["records"]
+    assert {r["learner"] for r in records} == {f"GPICL ({tiny_checkpoint})", "LogisticRegression"}
+    assert {r["n_train"] for r in records} == {8, 40} and all(0 <= r["acc"] <= 1 for r in records)
+    assert "gain 8 -> 40" in text

@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # Meta-train two prior models side by side, one per GPU, in device calls of under 10
 # minutes on one warm machine (runs/ stays there between calls; each call resumes):
-#   bash training/jobs/prior_pair.sh 4x256 8x256          # configs training/configs/prior_<name>.json
+#   bash training/jobs/prior_pair.sh train 4x256 8x256     # configs training/configs/prior_<name>.json
+#   bash training/jobs/prior_pair.sh decay 4x256 8x256     # last call: lr decays to 5% over DECAY_STEPS
 # MINUTES (default 8) of training per call; then each run's fp16 weights are published to
-# $OUT/<name>/ (model.safetensors, config.json, README.md) with its metrics and log.
+# $OUT/<name>/ (model.safetensors, config.json, README.md) with its metrics.
 set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
+mode=${1:?train or decay}; shift
 gpu=0
 for name in "$@"; do
+  run=runs/prior_$name extra=()
+  if [ "$mode" = decay ]; then  # a wsd schedule whose decay starts at the saved step
+    at=$(python -c "from training.state import find_state, read_meta; print(read_meta(find_state('$run/state'))['step'])")
+    extra=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05)
+  fi
   CUDA_VISIBLE_DEVICES=$gpu python -m training.train --config "training/configs/prior_$name.json" \
-    --out-dir "runs/prior_$name" --max-minutes "${MINUTES:-8}" >> "runs/prior_$name.log" 2>&1 &
+    --out-dir "$run" --max-minutes "${MINUTES:-8}" "${extra[@]}" >> "$run.log" 2>&1 &
   gpu=$((gpu + 1))
 done
 wait
