@@ -15,6 +15,8 @@ All draws come from one :class:`numpy.random.Generator`, so ``random_state`` fix
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.preprocessing import LabelEncoder, StandardScaler
@@ -107,3 +109,47 @@ def context_rows(rng: np.random.Generator, n_samples: int, n_members: int, max_c
     order = rng.permutation(n_samples)
     starts = np.arange(n_members)[:, None] * max_context
     return order[(starts + np.arange(max_context)) % n_samples]
+
+
+def members_for_classes(n_classes: int, n_slots: int) -> int:
+    r"""Fewest members an output code over ``n_slots`` label slots needs for ``n_classes`` classes.
+
+    A member tells apart ``n_slots`` groups, at most :math:`\log_2 C` bits; naming one of
+    :math:`K` classes needs :math:`\log_2 K` bits. We ask for twice that (each class is
+    identified by two disjoint sets of members, so one member's mistake is outvoted):
+    :math:`E_{min} = \lceil 2 \ln K / \ln C \rceil` (``1`` when :math:`K \le C`).
+    """
+    if n_classes <= n_slots:
+        return 1
+    return math.ceil(2 * math.log(n_classes) / math.log(n_slots))
+
+
+def draw_output_code(rng: np.random.Generator, n_classes: int, n_slots: int, n_members: int, tries: int = 16):
+    r"""Each member's label slot for each class: ``(slots, n_members)``, ``slots`` int64 ``(E, K)``.
+
+    * :math:`K \le C`: a random injection per member (:func:`draw_label_slots`).
+    * :math:`K > C`: an *output code*: member :math:`e` splits the classes into :math:`C`
+      groups of sizes :math:`\lfloor K/C \rfloor` or :math:`\lceil K/C \rceil` (a random
+      balanced partition, each group on a random slot) and learns the :math:`C`-class task
+      of telling the groups apart. Of ``tries`` random partitions, each member takes the
+      one that separates the most pairs of classes that no earlier member separated; if
+      some pair is still together after ``n_members`` members, members are added until
+      every pair is separated (so every class gets its own code word).
+    """
+    if n_classes <= n_slots:
+        return np.stack([draw_label_slots(rng, n_classes, n_slots) for _ in range(n_members)]), n_members
+    together = np.ones((n_classes, n_classes), dtype=bool)  # pairs no member has separated yet
+    np.fill_diagonal(together, False)
+    codes = []
+    while len(codes) < n_members or together.any():
+        best, best_left = None, None
+        for _ in range(tries):
+            groups = np.empty(n_classes, dtype=np.int64)
+            groups[rng.permutation(n_classes)] = np.arange(n_classes) % n_slots
+            slots = rng.permutation(n_slots)[groups]
+            left = together & (slots[:, None] == slots[None, :])
+            if best_left is None or left.sum() < best_left.sum():
+                best, best_left = slots, left
+        codes.append(best)
+        together = best_left
+    return np.stack(codes), len(codes)
