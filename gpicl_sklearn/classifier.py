@@ -52,39 +52,52 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     :math:`\tilde x_i \in \mathbb{R}^{N_x}`, and its output at position :math:`i` is a
     distribution over :math:`C` label slots for :math:`y_i`. The context is
     :math:`n \le L - 1` training rows (:math:`L` = ``max_len`` of the checkpoint; the
-    default checkpoint has :math:`N_x = 3072`, :math:`C = 10`, :math:`L - 1 = 99`). A
+    default checkpoint has :math:`N_x = 128`, :math:`C = 10`, :math:`L - 1 = 1023`). A
     query :math:`x_q` is the token :math:`[\tilde x_q;\ \mathrm{onehot}(y_n)]` at position
     :math:`n + 1`; it attends to the context and to itself only, so queries do not
     influence each other and the context is encoded once, in ``fit``.
 
-    **Projection.** A table with :math:`d` features is standardised per feature,
-    :math:`z = \mathrm{clip}((x - \mu) / \sigma, -3, 3) / r` with :math:`r` the
-    root-mean-square of the clipped training values (see
-    :class:`gpicl_sklearn.preprocessing.ClippedStandardizer`), and projected, :math:`\tilde x = A^\top z` with
-    :math:`A \in \mathbb{R}^{d \times N_x}`, :math:`A_{jk} \sim \mathcal N(0, 1/d)`:
-    the task augmentation of meta-training, so any table is just another unseen task.
+    **Tables.** A DataFrame goes through :class:`~gpicl_sklearn.TableEncoder` (fitted in
+    ``fit``): numbers stay, booleans become 0/1, categories become integer codes, missing
+    values and unseen categories become ``NaN``. Member :math:`e` reads the codes of
+    categorical column :math:`j` through its own random permutation :math:`\sigma_{ej}`,
+    as the meta-training prior presents categories.
 
-    **Folding.** The model's input layer computes :math:`W \tilde x + b` with
-    :math:`W \in \mathbb{R}^{d_{model} \times N_x}`. Since
-    :math:`W A^\top z = M^\top z` with :math:`M = A W^\top \in \mathbb{R}^{d \times d_{model}}`,
-    ``fit`` computes :math:`M` once and a row then costs :math:`O(d\, d_{model})`
-    instead of :math:`O(d\, N_x)`; :math:`A` is never stored.
+    **Inputs.** Each member standardises with the statistics of its own context rows
+    (:mod:`gpicl_sklearn.inputs`, the preprocessing of meta-training): prescale by
+    :math:`\max |x|`, z-score, clip at :math:`\pm 3`, ``NaN`` :math:`\to 0` plus a missing
+    indicator, constant columns dropped, unit root-mean-square; giving :math:`z \in
+    \mathbb{R}^{2d}`. The layout :math:`P_e \in \mathbb{R}^{2d \times N_x}` places
+    :math:`z` into the model's input slots, :math:`\tilde x = P_e^\top z`: a random injection
+    of the present columns into the slots (``"slots"`` checkpoints, at most :math:`N_x`
+    present columns; stored as integer indices, applied as a scatter), else a Gaussian
+    projection :math:`(P_e)_{jk} \sim \mathcal N(0, 1/d_{present})` stored as a seed and
+    regenerated (:mod:`gpicl_sklearn.layouts`): no :math:`d \times N_x` float matrix is
+    pickled.
 
-    **Label slots.** The :math:`k \le C` classes are mapped onto distinct slots by a random
-    injection :math:`\pi` (meta-training permuted labels, so no slot is special). With
+    **Label slots.** :math:`K \le C` classes are mapped onto distinct slots by a random
+    injection :math:`\pi_e` (meta-training permuted labels, so no slot is special). With
     logits :math:`\ell(x)`, the member's probabilities are the softmax over the used slots,
     mapped back to classes:
-    :math:`p(c \mid x) = e^{\ell_{\pi(c)}(x)} / \sum_{c'} e^{\ell_{\pi(c')}(x)}`.
-
-    **Ensemble.** Each of :math:`E` = ``n_estimators`` members draws its own
-    :math:`A_e`, :math:`\pi_e` and context order, and
+    :math:`p_e(c \mid x) = e^{\ell_{\pi_e(c)}(x)} / \sum_{c'} e^{\ell_{\pi_e(c')}(x)}`, and
     :math:`\hat p(c \mid x) = \frac1E \sum_e p_e(c \mid x)`.
+
+    **More classes than slots** (:math:`K > C`): an output code. Member :math:`e` splits
+    the classes into :math:`C` balanced groups, one per slot (:math:`\pi_e` is then many
+    to one), and learns the :math:`C`-class task of the groups; the members together give
+    every class its own code word (:func:`~gpicl_sklearn.preprocessing.draw_output_code`).
+    A class gets :math:`\log p_e(c \mid x) = \log \mathrm{softmax}(\ell)_{\pi_e(c)} -
+    \log |\pi_e^{-1}(\pi_e(c))|` and :math:`\hat p(c \mid x) \propto \exp \frac1E \sum_e
+    \log p_e(c \mid x)`. At least :math:`\lceil 2 \ln K / \ln C \rceil` members are used
+    (more than ``n_estimators``: a :class:`ManyClassesWarning`); ``n_members_`` says how
+    many.
 
     **More rows than the context holds** (:math:`n > L - 1`): the rows are shuffled
     once and member :math:`e` reads the :math:`L - 1` consecutive rows starting at
     :math:`e (L - 1)`, wrapping around, so the members together read every row when
     ``n_estimators * (L - 1) >= n_samples``. ``fit`` issues a :class:`ContextSubsetWarning`
-    saying how many rows were used.
+    saying how many rows were used, and advises more members only up to
+    :data:`MAX_ADVISED_MEMBERS` (fit and predict cost grow linearly with the members).
 
     Parameters
     ----------
@@ -96,12 +109,19 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         Ensemble members (projections, label assignments and context orders).
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         Where the Transformer runs; ``"auto"`` picks CUDA when available.
-    batch_size : int, default=256
+    batch_size : int, default=64
         Queries per forward pass; bounds memory (about ``n_estimators * batch_size *
         4 * d_model`` floats). Every pass has exactly this many rows (the last one padded),
-        so a row's prediction does not depend on which rows are predicted alongside it.
+        so a row's prediction does not depend on which rows are predicted alongside it; a
+        call costs at least one pass, so keep it small on CPU (a GPU wants thousands).
     random_state : int, RandomState instance or None, default=None
         Seeds every random draw of ``fit``; an int makes ``fit`` reproducible.
+    n_threads : int or None, default=1
+        Torch threads during ``fit`` and ``predict`` (restored afterwards). One thread
+        never oversubscribes cores shared with other processes (cross-validation with
+        ``n_jobs``); measured on a loaded 2-core machine, two threads made ``predict`` 17x
+        slower. ``None``: torch's current setting, which follows
+        ``threadpoolctl.threadpool_limits`` and joblib's limits for its workers.
 
     Attributes
     ----------
@@ -111,6 +131,12 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Feature names seen in ``fit``, when ``X`` had string column names.
+    table_encoder_ : TableEncoder or None
+        The encoding of a DataFrame's columns (``None`` for arrays).
+    n_members_ : int
+        Ensemble members used (``n_estimators``, or more for many classes).
+    checkpoint_path_ : str
+        ``checkpoint`` with a relative local path made absolute (pickles load anywhere).
 
     Notes
     -----
@@ -120,6 +146,10 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     attend to each other). A row's probabilities are then the same whichever rows share
     its ``predict_proba`` call; changing ``batch_size`` itself changes them by rounding
     only (~1e-7).
+
+    Non-finite model outputs (which finite, clipped inputs should never cause) raise a
+    ``ValueError`` rather than returning ``NaN`` probabilities; columns of any finite
+    magnitude (``1e300``, ``1e-300``) are prescaled by their largest value first.
 
     A fitted estimator pickles without the model weights (it keeps only its own fitted
     arrays and re-reads ``checkpoint`` on first use), so it is small and, fitted on a

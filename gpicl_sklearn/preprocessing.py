@@ -1,14 +1,17 @@
-"""How a table becomes inputs for the meta-trained Transformer, one step per function.
+"""Labels and contexts of the ensemble members, one step per function.
 
-:class:`~gpicl_sklearn.GPICLClassifier` prepares each of its ensemble members with:
+:class:`~gpicl_sklearn.GPICLClassifier` (whose inputs go through :mod:`gpicl_sklearn.inputs`,
+:mod:`gpicl_sklearn.layouts` and, for DataFrames, :mod:`gpicl_sklearn.table_encoding`)
+prepares each of its ensemble members with:
 
-1. :class:`ClippedStandardizer`: per-feature z-scores fitted on all training rows,
-   clipped to ``[-Z_CLIP, Z_CLIP]`` and scaled to unit root-mean-square.
-2. :func:`draw_projection`: a random linear map of the features onto the model's input
-   width, from the same distribution as in meta-training.
-3. :func:`draw_label_slots`: a random injective map of the classes onto the model's label
-   slots (meta-training permuted labels, so no slot is special).
-4. :func:`context_rows`: which training rows form each member's context, in which order.
+1. :func:`encode_labels`: the classes and ``y`` as codes.
+2. :func:`draw_output_code` (:func:`draw_label_slots` for at most as many classes as
+   slots): each member's label slot per class; :func:`members_for_classes` says how many
+   members an output code needs.
+3. :func:`context_rows`: which training rows form each member's context, in which order.
+
+:class:`ClippedStandardizer` and :func:`draw_projection` are the previous (whole-training-set)
+normalisation and projection, kept for the benchmarks (``online_classifiers.py``).
 
 All draws come from one :class:`numpy.random.Generator`, so ``random_state`` fixes them.
 """
