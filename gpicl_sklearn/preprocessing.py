@@ -1,19 +1,24 @@
-"""How a table becomes inputs for the meta-trained Transformer, one step per function.
+"""Labels and contexts of the ensemble members, one step per function.
 
-:class:`~gpicl_sklearn.GPICLClassifier` prepares each of its ensemble members with:
+:class:`~gpicl_sklearn.GPICLClassifier` (whose inputs go through :mod:`gpicl_sklearn.inputs`,
+:mod:`gpicl_sklearn.layouts` and, for DataFrames, :mod:`gpicl_sklearn.table_encoding`)
+prepares each of its ensemble members with:
 
-1. :class:`ClippedStandardizer`: per-feature z-scores fitted on all training rows,
-   clipped to ``[-Z_CLIP, Z_CLIP]`` and scaled to unit root-mean-square.
-2. :func:`draw_projection`: a random linear map of the features onto the model's input
-   width, from the same distribution as in meta-training.
-3. :func:`draw_label_slots`: a random injective map of the classes onto the model's label
-   slots (meta-training permuted labels, so no slot is special).
-4. :func:`context_rows`: which training rows form each member's context, in which order.
+1. :func:`encode_labels`: the classes and ``y`` as codes.
+2. :func:`draw_output_code` (:func:`draw_label_slots` for at most as many classes as
+   slots): each member's label slot per class; :func:`members_for_classes` says how many
+   members an output code needs.
+3. :func:`context_rows`: which training rows form each member's context, in which order.
+
+:class:`ClippedStandardizer` and :func:`draw_projection` are the previous (whole-training-set)
+normalisation and projection, kept for the benchmarks (``online_classifiers.py``).
 
 All draws come from one :class:`numpy.random.Generator`, so ``random_state`` fixes them.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -107,3 +112,47 @@ def context_rows(rng: np.random.Generator, n_samples: int, n_members: int, max_c
     order = rng.permutation(n_samples)
     starts = np.arange(n_members)[:, None] * max_context
     return order[(starts + np.arange(max_context)) % n_samples]
+
+
+def members_for_classes(n_classes: int, n_slots: int) -> int:
+    r"""Fewest members an output code over ``n_slots`` label slots needs for ``n_classes`` classes.
+
+    A member tells apart ``n_slots`` groups, at most :math:`\log_2 C` bits; naming one of
+    :math:`K` classes needs :math:`\log_2 K` bits. We ask for twice that (each class is
+    identified by two disjoint sets of members, so one member's mistake is outvoted):
+    :math:`E_{min} = \lceil 2 \ln K / \ln C \rceil` (``1`` when :math:`K \le C`).
+    """
+    if n_classes <= n_slots:
+        return 1
+    return math.ceil(2 * math.log(n_classes) / math.log(n_slots))
+
+
+def draw_output_code(rng: np.random.Generator, n_classes: int, n_slots: int, n_members: int, tries: int = 16):
+    r"""Each member's label slot for each class: ``(slots, n_members)``, ``slots`` int64 ``(E, K)``.
+
+    * :math:`K \le C`: a random injection per member (:func:`draw_label_slots`).
+    * :math:`K > C`: an *output code*: member :math:`e` splits the classes into :math:`C`
+      groups of sizes :math:`\lfloor K/C \rfloor` or :math:`\lceil K/C \rceil` (a random
+      balanced partition, each group on a random slot) and learns the :math:`C`-class task
+      of telling the groups apart. Of ``tries`` random partitions, each member takes the
+      one that separates the most pairs of classes that no earlier member separated; if
+      some pair is still together after ``n_members`` members, members are added until
+      every pair is separated (so every class gets its own code word).
+    """
+    if n_classes <= n_slots:
+        return np.stack([draw_label_slots(rng, n_classes, n_slots) for _ in range(n_members)]), n_members
+    together = np.ones((n_classes, n_classes), dtype=bool)  # pairs no member has separated yet
+    np.fill_diagonal(together, False)
+    codes = []
+    while len(codes) < n_members or together.any():
+        best, best_left = None, None
+        for _ in range(tries):
+            groups = np.empty(n_classes, dtype=np.int64)
+            groups[rng.permutation(n_classes)] = np.arange(n_classes) % n_slots
+            slots = rng.permutation(n_slots)[groups]
+            left = together & (slots[:, None] == slots[None, :])
+            if best_left is None or left.sum() < best_left.sum():
+                best, best_left = slots, left
+        codes.append(best)
+        together = best_left
+    return np.stack(codes), len(codes)
