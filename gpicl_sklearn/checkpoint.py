@@ -3,14 +3,18 @@
 A checkpoint is a folder laid out like a Hugging Face Hub model repository::
 
     model.safetensors   weights (float16, bfloat16 or float32)
-    config.json         {"format_version", "model_type", "architecture", "preprocessing",
-                         "training", "metrics"}
+    config.json         {"format_version", "model_type", "architecture", "weights_sha256",
+                         "preprocessing", "training", "metrics"}
     README.md           model card (documentation only; not needed to load)
 
 :func:`load_checkpoint` accepts a bundled name (:data:`BUNDLED`), a
 local folder or ``model.safetensors`` path, or a Hub repository id ``"owner/name"``. Weights
 are read with ``safetensors`` only, never unpickled, and every way a checkpoint can be
-broken is reported as a :class:`CheckpointError` naming the file and the problem.
+broken is reported as a :class:`CheckpointError` naming the file and the problem:
+malformed or mistyped ``config.json`` fields, weights that are not the ones the config
+was saved with (``weights_sha256``, written by :func:`save_checkpoint`; checkpoints
+without it still load), and a Hub that cannot be reached (within seconds, with how to
+work offline).
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -45,6 +53,12 @@ BUNDLED = ("default", "paper-mnist")
 
 # "owner/name": what the Hub accepts as a model repository id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+# Seconds to wait for a TCP connection to the Hub (or the configured proxy) before a Hub id
+# is served from the local cache only: huggingface_hub itself retries an unreachable Hub
+# with backoff for about 24 s before giving up.
+HUB_CONNECT_TIMEOUT = 3.0
 
 
 class CheckpointError(ValueError):
@@ -112,10 +126,14 @@ def save_checkpoint(
         )
     if dtype not in SAVE_DTYPES:
         raise ValueError(f"dtype must be one of {SAVE_DTYPES}, got {dtype}")
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    weights = save_safetensors(state, metadata={"format": "pt"})  # "pt": the Hub's marker for torch weights
     config = {
         "format_version": FORMAT_VERSION,
         "model_type": MODEL_TYPE,
         "architecture": model.cfg.to_dict(),
+        # Checked at load: weights edited, replaced or corrupted after saving are refused.
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "preprocessing": preprocessing,
         "training": training,
         "metrics": metrics,
@@ -124,29 +142,46 @@ def save_checkpoint(
         config_text = json.dumps(config, indent=2, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise ValueError(f"preprocessing, training and metrics must be JSON-serialisable: {e}") from e
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # Config last: a save interrupted midway leaves no config.json, which loading reports,
     # rather than a config describing weights that were never written.
-    weights = save_safetensors(state, metadata={"format": "pt"})  # "pt": the Hub's marker for torch weights
-    _replace(directory / WEIGHTS_NAME, lambda path: path.write_bytes(weights))
-    _replace(directory / CARD_NAME, lambda path: path.write_text(model_card or _default_card(config)))
-    _replace(directory / CONFIG_NAME, lambda path: path.write_text(config_text))
+    atomic_write(directory / WEIGHTS_NAME, lambda path: path.write_bytes(weights))
+    atomic_write(directory / CARD_NAME, lambda path: path.write_text(model_card or _default_card(config)))
+    atomic_write(directory / CONFIG_NAME, lambda path: path.write_text(config_text))
     return directory
 
 
-def _replace(target: Path, write) -> None:
-    """Write to a temporary file in the same folder, then rename it over ``target``:
-    readers never see a half-written file."""
+def atomic_write(target: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Replace ``target`` atomically and durably with what ``write(path)`` writes to ``path``.
+
+    ``write`` is called with a temporary path in the same folder; the file is then flushed
+    to disk (fsync), renamed over ``target`` and the rename made durable (fsync of the
+    folder). Readers see the old file or the complete new one, never a part, also after a
+    crash or power loss. If ``write`` raises, ``target`` is untouched and the temporary
+    file removed.
+    """
+    target = Path(target)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync(target.parent, directory=True)
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    if directory and os.name == "nt":  # Windows cannot open folders; NTFS journals renames itself
+        return
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _default_card(config: dict) -> str:
@@ -224,7 +259,7 @@ def load_checkpoint(
 
 def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
     # Imported here: only Hub ids need it, and it is slow to import.
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
@@ -234,14 +269,18 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
     )
 
     at = f"{repo_id}@{revision}" if revision else repo_id
+    # Unreachable Hub: serve the cache only, at once (huggingface_hub would retry ~24 s).
+    unreachable = None if constants.HF_HUB_OFFLINE else _hub_unreachable(constants.ENDPOINT)
     try:
-        config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
-        weights = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
+        config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, local_files_only=unreachable is not None)
+        weights = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision, local_files_only=unreachable is not None)
     except LocalEntryNotFoundError as e:
+        why = "HF_HUB_OFFLINE is set" if unreachable is None else f"the Hub cannot be reached: {unreachable}"
         raise CheckpointError(
-            f"checkpoint {at!r} is not a local folder and is not in the Hugging Face cache, and the "
-            "Hub cannot be reached (offline: HF_HUB_OFFLINE is set or there is no network). "
-            "Connect once to download it, or pass the path of a local checkpoint folder."
+            f"checkpoint {at!r} is not a local folder and is not in the Hugging Face cache, and it cannot be "
+            f"downloaded: offline ({why}). To work offline, download it once where the Hub is reachable "
+            f"(`hf download {repo_id} --local-dir DIR`) and pass the folder's path (checkpoint=DIR), or "
+            "fill the cache there and set HF_HUB_OFFLINE=1 (cache only, no network, no waiting)."
         ) from e
     except RepositoryNotFoundError as e:
         raise CheckpointError(
@@ -257,6 +296,27 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path]:
     except HfHubHTTPError as e:
         raise CheckpointError(f"downloading checkpoint {at!r} failed: {e}") from e
     return Path(weights), Path(config)
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why a TCP connection to the Hub ``endpoint`` (or the proxy that requests for it use)
+    cannot be opened within :data:`HUB_CONNECT_TIMEOUT` seconds; ``None`` if it can."""
+    url = urllib.parse.urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    proxies = urllib.request.getproxies()  # HTTPS_PROXY etc., as huggingface_hub's HTTP client reads them
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and host and not urllib.request.proxy_bypass(host):
+        proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxy_url.hostname, proxy_url.port or (443 if proxy_url.scheme == "https" else 80)
+    if not host:
+        return None  # an endpoint this check does not understand: leave it to huggingface_hub
+    try:
+        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT).close()
+    except TimeoutError:
+        return f"no connection to {host}:{port} within {HUB_CONNECT_TIMEOUT:g} s"
+    except OSError as e:
+        return f"cannot connect to {host}:{port}: {e}"
+    return None
 
 
 def _load_files(weights: Path, config: Path, source: str, shared: bool) -> Checkpoint:
@@ -280,15 +340,40 @@ def _read_files(weights: str, config_path: str, stamp: tuple) -> tuple[dict, GPI
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{weights}: not a readable safetensors file (corrupt or truncated?): {e}") from e
+    sha256 = hashlib.sha256(data).hexdigest()
+    if "weights_sha256" in config and config["weights_sha256"] != sha256:
+        raise CheckpointError(
+            f"{weights}: SHA-256 {sha256} differs from weights_sha256 {config['weights_sha256']} in {config_path}: "
+            "the weights changed after the checkpoint was saved (edited, corrupted, or from another checkpoint); "
+            "download or publish it again"
+        )
+    stored = sum(t.numel() for t in tensors.values())
+    if _size_estimate(cfg) > 2 * stored + 1_000_000:  # before allocating the model the config describes
+        raise CheckpointError(
+            f"{config_path}: the architecture describes a model of about {_size_estimate(cfg):,} parameters, but "
+            f"{weights} holds {stored:,}: config.json and the weights do not belong together"
+        )
     model = _empty_model(cfg)
-    _check_tensors(tensors, model, weights)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
-    return config, model.eval(), hashlib.sha256(data).hexdigest()
+    model.load_state_dict(_checked_tensors(tensors, model, weights), assign=True)
+    return config, model.eval(), sha256
+
+
+def _size_estimate(cfg: GPICLConfig) -> int:
+    """The model's main parameter count (embeddings, attention, MLPs), from its architecture alone."""
+    embeddings = cfg.d_model * (cfg.input_dim + cfg.max_len + 2 * cfg.num_classes + 1)
+    per_layer = cfg.d_model * (4 * cfg.n_heads * cfg.head_dim + 2 * cfg.mlp_ratio * cfg.d_model)
+    return embeddings + cfg.n_layers * per_layer
 
 
 def _empty_model(cfg: GPICLConfig) -> GPICLTransformer:
-    """The architecture without storage: skips random initialisation of weights about to be replaced."""
-    with torch.device("meta"):
+    """The architecture, its random initialisation about to be replaced.
+
+    Built on the CPU, not the "meta" device: that would skip the initialisation, but
+    torch imports its compiler stack for it, 2 s in every fresh process (each Dask or
+    joblib worker) against 0.1 s for the default model's initialisation. The caller's
+    random stream is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
         return GPICLTransformer(cfg)
 
 
@@ -300,20 +385,46 @@ def _read_config(path: Path) -> tuple[dict, GPICLConfig]:
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # type: true == 1 in Python
         raise CheckpointError(
             f"{path}: format_version {version!r} is not supported; this gpicl-sklearn reads "
             f"format_version {FORMAT_VERSION} (a newer checkpoint needs a newer gpicl-sklearn)"
         )
     if config.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{path}: model_type is {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
-    try:
-        return config, GPICLConfig.from_dict(config["architecture"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid 'architecture': {e!r}") from e
+    checksum = config.get("weights_sha256")
+    if "weights_sha256" in config and not (isinstance(checksum, str) and _SHA256.match(checksum)):
+        raise CheckpointError(f"{path}: weights_sha256 must be 64 lowercase hex digits, got {checksum!r}")
+    for section in ("preprocessing", "training", "metrics"):
+        if section in config and not isinstance(config[section], dict):
+            raise CheckpointError(f"{path}: {section} must be a JSON object, got {_describe(config[section])}")
+    layout = config.get("preprocessing", {}).get("layout", "projection")
+    if layout not in ("slots", "projection"):
+        raise CheckpointError(f"{path}: preprocessing.layout must be 'slots' or 'projection', got {_describe(layout)}")
+    architecture = config.get("architecture")
+    if not isinstance(architecture, dict):
+        raise CheckpointError(f"{path}: architecture must be a JSON object, got {_describe(architecture)}")
+    unknown = sorted(architecture.keys() - {f.name for f in fields(GPICLConfig)})
+    if unknown:
+        raise CheckpointError(f"{path}: invalid 'architecture': unknown fields {unknown}")
+    for name, value in architecture.items():
+        # Exactly int: JSON's 4.0, "4" and true would otherwise reach torch as sizes.
+        if type(value) is not int or value < 1:
+            raise CheckpointError(f"{path}: architecture.{name} must be a positive integer, got {_describe(value)}")
+    cfg = GPICLConfig.from_dict(architecture)
+    if cfg.max_len < 2:
+        raise CheckpointError(f"{path}: architecture.max_len must be at least 2 (a context row and a query)")
+    if cfg.num_classes < 2:
+        raise CheckpointError(f"{path}: architecture.num_classes must be at least 2")
+    return config, cfg
 
 
-def _check_tensors(tensors: dict, model: GPICLTransformer, path: str) -> None:
+def _describe(value) -> str:
+    return f"{json.dumps(value)} ({'boolean' if isinstance(value, bool) else type(value).__name__})"
+
+
+def _checked_tensors(tensors: dict, model: GPICLTransformer, path: str) -> dict:
+    """``tensors`` in float32, after checking that they fit ``model`` and are finite."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     missing = sorted(expected.keys() - tensors.keys())
     extra = sorted(tensors.keys() - expected.keys())
@@ -326,8 +437,11 @@ def _check_tensors(tensors: dict, model: GPICLTransformer, path: str) -> None:
     ]
     if wrong:
         raise CheckpointError(f"{path}: tensor shapes do not match config.json: {'; '.join(sorted(wrong))}")
+    checked = {}
     for k, v in tensors.items():
         if not v.is_floating_point():
             raise CheckpointError(f"{path}: tensor {k} has dtype {v.dtype}, expected floating point")
-        if not torch.isfinite(v).all():
+        checked[k] = v.float()  # float16's isfinite is several times slower on CPU
+        if not torch.isfinite(checked[k]).all():
             raise CheckpointError(f"{path}: tensor {k} contains NaN or infinity")
+    return checked

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,8 @@ from conftest import TINY_CONFIG, tiny_model, write_tiny_checkpoint
 from safetensors.torch import load_file, save_file
 
 from gpicl_sklearn import CheckpointError, load_checkpoint, save_checkpoint
-from gpicl_sklearn.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPE, WEIGHTS_NAME
+from gpicl_sklearn import checkpoint as checkpoint_module
+from gpicl_sklearn.checkpoint import CONFIG_NAME, FORMAT_VERSION, MODEL_TYPE, WEIGHTS_NAME, atomic_write
 from gpicl_sklearn.model import GPICLConfig
 
 
@@ -41,11 +45,12 @@ def test_round_trip(tmp_path: Path, dtype: torch.dtype):
         "format_version": FORMAT_VERSION,
         "model_type": MODEL_TYPE,
         "architecture": TINY_CONFIG.to_dict(),
+        "weights_sha256": ckpt.sha256,
         "preprocessing": {"p": 1},
         "training": {"steps": 3},
         "metrics": {"acc": 0.5},
     }
-    assert len(ckpt.sha256) == 64
+    assert ckpt.sha256 == hashlib.sha256((out / WEIGHTS_NAME).read_bytes()).hexdigest()
     # Same function as the saved model (float32 storage: identical outputs).
     if dtype == torch.float32:
         x, y = torch.randn(2, 7, TINY_CONFIG.input_dim), torch.randint(0, TINY_CONFIG.num_classes, (2, 7))
@@ -70,6 +75,8 @@ def test_bundled_checkpoints():
     paper = load_checkpoint("paper-mnist")  # the paper's model, meta-trained on MNIST tasks
     assert paper.model.cfg == GPICLConfig()
     assert paper.config.get("preprocessing", {}).get("layout", "projection") == "projection"
+    for ckpt in (default, paper):  # both carry the checksum that load verified
+        assert ckpt.config["weights_sha256"] == ckpt.sha256
 
 
 def test_loads_are_independent_and_rewrites_are_seen(tmp_path: Path):
@@ -162,6 +169,96 @@ def test_incompatible_config(tmp_path: Path, changes: dict, message: str):
         load_checkpoint(tmp_path)
 
 
+ARCH = TINY_CONFIG.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"architecture": {**ARCH, "d_model": "256"}},
+            r"architecture.d_model must be a positive integer, got \"256\" \(str\)",
+        ),
+        (
+            {"architecture": {**ARCH, "n_layers": 4.5}},
+            r"architecture.n_layers must be a positive integer, got 4.5 \(float\)",
+        ),
+        (
+            {"architecture": {**ARCH, "n_layers": 2.0}},
+            r"architecture.n_layers must be a positive integer, got 2.0 \(float\)",
+        ),
+        ({"architecture": {**ARCH, "n_heads": -2}}, r"architecture.n_heads must be a positive integer, got -2 \(int\)"),
+        ({"architecture": {**ARCH, "input_dim": 0}}, r"architecture.input_dim must be a positive integer, got 0"),
+        (
+            {"architecture": {**ARCH, "mlp_ratio": True}},
+            r"architecture.mlp_ratio must be a positive integer, got true \(boolean\)",
+        ),
+        ({"architecture": {**ARCH, "head_dim": None}}, r"architecture.head_dim must be a positive integer, got null"),
+        ({"architecture": {**ARCH, "max_len": 1}}, r"architecture.max_len must be at least 2"),
+        ({"architecture": {**ARCH, "num_classes": 1}}, r"architecture.num_classes must be at least 2"),
+        ({"architecture": [32, 2]}, r"architecture must be a JSON object, got \[32, 2\] \(list\)"),
+        ({"architecture": None}, r"architecture must be a JSON object, got null"),
+        ({"format_version": True}, "format_version True is not supported"),
+        ({"format_version": 1.0}, "format_version 1.0 is not supported"),
+        ({"preprocessing": "slots"}, r"preprocessing must be a JSON object, got \"slots\" \(str\)"),
+        (
+            {"preprocessing": {"layout": "columns"}},
+            r"preprocessing.layout must be 'slots' or 'projection', got \"columns\"",
+        ),
+        ({"metrics": [0.5]}, r"metrics must be a JSON object"),
+        ({"weights_sha256": "abc"}, r"weights_sha256 must be 64 lowercase hex digits, got 'abc'"),
+        ({"weights_sha256": 12}, r"weights_sha256 must be 64 lowercase hex digits, got 12"),
+    ],
+)
+def test_config_with_wrong_types_names_the_field(tmp_path: Path, changes: dict, message: str):
+    write_tiny_checkpoint(tmp_path)
+    edit_config(tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=f"config.json: {message}"):
+        load_checkpoint(tmp_path)
+
+
+def test_weights_changed_after_saving(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path / "a", seed=0)
+    write_tiny_checkpoint(tmp_path / "b", seed=1)
+    # Other valid weights of the same architecture: loading them would silently drift probabilities.
+    (tmp_path / "a" / WEIGHTS_NAME).write_bytes((tmp_path / "b" / WEIGHTS_NAME).read_bytes())
+    with pytest.raises(CheckpointError, match=r"model.safetensors: SHA-256 [0-9a-f]{64} differs from weights_sha256"):
+        load_checkpoint(tmp_path / "a")
+    # One weight edited in place.
+    tensors = load_file(tmp_path / "b" / WEIGHTS_NAME)
+    tensors["head.bias"][0] += 1e-3
+    save_file(tensors, tmp_path / "b" / WEIGHTS_NAME, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="the weights changed after the checkpoint was saved"):
+        load_checkpoint(tmp_path / "b")
+
+
+def test_checkpoint_without_checksum_loads(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path, seed=2)
+    drop_checksum(tmp_path)
+    ckpt = load_checkpoint(tmp_path)
+    assert "weights_sha256" not in ckpt.config
+    assert_same_weights(tiny_model(2), ckpt.model)
+
+
+def test_atomic_write(tmp_path: Path, monkeypatch):
+    synced = []
+    real_fsync = checkpoint_module.os.fsync
+    monkeypatch.setattr(checkpoint_module.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    target = tmp_path / "f.txt"
+    atomic_write(target, lambda path: path.write_text("one"))
+    assert target.read_text() == "one"
+    assert len(synced) == 2  # the file's contents, then the folder's entry (the rename)
+
+    def fail(path: Path):
+        path.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, fail)
+    assert target.read_text() == "one"  # untouched, and no temporary file left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
 def test_config_must_be_an_object(tmp_path: Path):
     write_tiny_checkpoint(tmp_path)
     (tmp_path / CONFIG_NAME).write_text("[1, 2]")
@@ -179,8 +276,33 @@ def test_wrong_tensor_shapes(tmp_path: Path):
         load_checkpoint(tmp_path)
 
 
+def test_config_far_larger_than_the_weights(tmp_path: Path):
+    """An absurd size in config.json is refused before the model it describes is allocated."""
+    write_tiny_checkpoint(tmp_path)
+    edit_config(tmp_path, architecture={**TINY_CONFIG.to_dict(), "d_model": 10**9})
+    with pytest.raises(CheckpointError, match=r"describes a model of about [\d,]+ parameters, but .* holds"):
+        load_checkpoint(tmp_path)
+
+
+def test_loading_leaves_the_random_stream_alone(tmp_path: Path):
+    write_tiny_checkpoint(tmp_path, seed=6)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_checkpoint(tmp_path)  # builds (and randomly initialises) the architecture first
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+def drop_checksum(folder: Path) -> None:
+    """As a checkpoint saved before checksums were stored: its weights are checked, not compared."""
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    del config["weights_sha256"]
+    (folder / CONFIG_NAME).write_text(json.dumps(config))
+
+
 def test_missing_and_extra_tensors(tmp_path: Path):
     write_tiny_checkpoint(tmp_path)
+    drop_checksum(tmp_path)
     tensors = load_file(tmp_path / WEIGHTS_NAME)
     del tensors["head.bias"]
     tensors["extra.weight"] = torch.zeros(2)
@@ -191,6 +313,7 @@ def test_missing_and_extra_tensors(tmp_path: Path):
 
 def test_non_finite_or_integer_tensors(tmp_path: Path):
     write_tiny_checkpoint(tmp_path)
+    drop_checksum(tmp_path)
     tensors = load_file(tmp_path / WEIGHTS_NAME)
     tensors["head.bias"][0] = float("nan")
     save_file(tensors, tmp_path / WEIGHTS_NAME)
@@ -237,15 +360,93 @@ def test_hub_id_offline_and_not_cached(offline_hub: Path):
         load_checkpoint("someone/gpicl-model")
 
 
-def test_hub_id_served_from_cache_offline(offline_hub: Path):
-    # The cache layout huggingface_hub writes: refs/<branch> names a snapshot folder.
+def cache_hub_checkpoint(cache: Path, seed: int) -> None:
+    """'someone/gpicl-model' in a Hugging Face cache, laid out as huggingface_hub writes it:
+    refs/<branch> names a snapshot folder."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = offline_hub / "models--someone--gpicl-model"
+    repo = cache / "models--someone--gpicl-model"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    write_tiny_checkpoint(repo / "snapshots" / commit, seed=3)
+    write_tiny_checkpoint(repo / "snapshots" / commit, seed=seed)
+
+
+def test_hub_id_served_from_cache_offline(offline_hub: Path):
+    cache_hub_checkpoint(offline_hub, seed=3)
     ckpt = load_checkpoint("someone/gpicl-model")
     assert ckpt.source == "someone/gpicl-model"
     assert_same_weights(tiny_model(3), ckpt.model)
     with pytest.raises(CheckpointError, match="someone/gpicl-model@v2"):
         load_checkpoint("someone/gpicl-model", revision="v2")  # not cached
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable_hub(tmp_path: Path, monkeypatch) -> Path:
+    """An empty Hugging Face cache, not offline mode, and a Hub endpoint that refuses connections."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf_cache"
+    cache.mkdir()
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    return cache
+
+
+def test_unreachable_hub_fails_fast_and_says_how_to_work_offline(unreachable_hub: Path):
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=r"'someone/gpicl-test' is not a local folder.*cannot connect") as info:
+        load_checkpoint("someone/gpicl-test")
+    assert time.perf_counter() - start < 5  # huggingface_hub alone retries for about 24 s
+    assert "HF_HUB_OFFLINE=1" in str(info.value) and "hf download someone/gpicl-test --local-dir" in str(info.value)
+
+
+def test_unreachable_hub_serves_the_cache(unreachable_hub: Path):
+    cache_hub_checkpoint(unreachable_hub, seed=4)
+    assert_same_weights(tiny_model(4), load_checkpoint("someone/gpicl-model").model)
+
+
+def test_reachable_hub_downloads(tmp_path: Path, monkeypatch):
+    """A Hub that accepts connections gets the ordinary download (with huggingface_hub's retries)."""
+    import huggingface_hub
+    import huggingface_hub.constants
+
+    write_tiny_checkpoint(tmp_path / "snapshot", seed=5)
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None, local_files_only=False):
+        calls.append((repo_id, filename, revision, local_files_only))
+        return str(tmp_path / "snapshot" / filename)
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        ckpt = load_checkpoint("someone/gpicl-model", revision="v1")
+    assert_same_weights(tiny_model(5), ckpt.model)
+    assert calls == [("someone/gpicl-model", n, "v1", False) for n in (CONFIG_NAME, WEIGHTS_NAME)]
+
+
+def test_hub_probe_goes_through_the_proxy(monkeypatch):
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        # The Hub's own name need not resolve: requests go to the proxy.
+        assert checkpoint_module._hub_unreachable("https://hub.invalid") is None
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{closed_port()}")
+    assert "cannot connect to 127.0.0.1" in checkpoint_module._hub_unreachable("https://hub.invalid")

@@ -28,7 +28,7 @@ from torch import Tensor
 
 # One atomic file write for every checkpoint format of the project: the package's.
 from gpicl_sklearn.checkpoint import CONFIG_NAME, WEIGHTS_NAME, CheckpointError
-from gpicl_sklearn.checkpoint import _replace as replace_atomically
+from gpicl_sklearn.checkpoint import atomic_write as replace_atomically
 from training.evaluate import load_run
 
 MAML_FORMAT_VERSION = 1

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from gpicl_sklearn.checkpoint import _replace as replace_atomically
+from gpicl_sklearn.checkpoint import atomic_write as replace_atomically
 
 METRICS_NAME = "metrics.jsonl"
 

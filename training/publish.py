@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gpicl_sklearn.checkpoint import load_checkpoint, save_checkpoint
+from gpicl_sklearn.checkpoint import CONFIG_NAME, load_checkpoint, save_checkpoint
 from training.evaluate import evaluate_as_trained, load_run
 from training.paper import DATASETS, TABLE2
 
@@ -137,6 +137,12 @@ Made by: `{command}`
 """
 
 
+def report_checksum(out: Path) -> None:
+    """Print the SHA-256 of the weights that save_checkpoint stored in config.json (checked at every load)."""
+    sha256 = json.loads((out / CONFIG_NAME).read_text())["weights_sha256"]
+    print(f"wrote {out}: model.safetensors SHA-256 {sha256} (config.json weights_sha256, verified at load)")
+
+
 def publish_prior_run(learner, cfg: dict, step: int, out: Path, earlier: str | None, argv) -> None:
     """Write a prior-trained run as a checkpoint; it is evaluated on tables by ``benchmarks.tabular``."""
     command = "python -m training.publish " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
@@ -152,6 +158,7 @@ def publish_prior_run(learner, cfg: dict, step: int, out: Path, earlier: str | N
         metrics={},
         model_card=prior_card(cfg, step, command),
     )
+    report_checksum(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -232,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics=metrics,
         model_card=model_card(cfg, step, results, protocol, command),
     )
+    report_checksum(args.out)
     (args.out / "eval_curves.json").write_text(json.dumps({"protocol": protocol, "results": results}))
     if args.repo_id:
         print(f"uploaded to {upload(args.out, args.repo_id)}")
