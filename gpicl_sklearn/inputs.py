@@ -120,8 +120,9 @@ def draw_layout(present: Tensor, width: int, mode: str, generator: torch.Generat
     keys = torch.rand(b, columns, device=dev, generator=generator).masked_fill(~present, 2.0)
     rank = keys.argsort(1).argsort(1)  # present columns first, in random order
     slot_of = torch.rand(b, width, device=dev, generator=generator).argsort(1)  # rank -> slot, per sequence
-    slots = torch.nn.functional.one_hot(slot_of.gather(1, rank.clamp_max(width - 1)), width).to(dtype)
-    slots = slots * (present & (rank < width))[..., None]
+    # One-hot by comparison: F.one_hot checks its values on the host (a device sync off CUDA).
+    slot = slot_of.gather(1, rank.clamp_max(width - 1))
+    slots = ((slot[..., None] == torch.arange(width, device=dev)) & (present & (rank < width))[..., None]).to(dtype)
     use_slots = (n_present <= width)[:, None, None]
     return torch.where(use_slots, slots, projection)
 

@@ -98,3 +98,36 @@ def test_sampler_batches_are_model_inputs_and_reproducible():
 def test_prior_config_rejects_unknown_families():
     with pytest.raises(ValueError, match="unknown families"):
         PriorConfig(weights={"forest": 1.0})
+
+
+def test_chunks_corrupted_together_keep_their_own_host_draws():
+    g, rng = generators()
+    t = trees.sample(12, 50, 6, g, rng)
+    sizes = [4, 3, 5]
+    starts = np.cumsum([0, *sizes])
+    seen_missing = False
+    for seed in range(8):
+        host = np.random.default_rng(seed)  # the host draws corrupt makes: per chunk, missing values or not
+        drawn = []
+        for _ in sizes:
+            drawn.append(host.random() < 0.35)
+            if drawn[-1]:
+                host.random()  # at random, or the largest values
+        c = corruptions.corrupt(t, g, np.random.default_rng(seed), chunks=sizes)
+        assert c.x.shape == t.x.shape and not torch.isinf(c.x).any()
+        for lo, hi, missing in zip(starts[:-1], starts[1:], drawn, strict=True):
+            has_nan = bool(torch.isnan(c.x[lo:hi]).any())
+            assert missing or not has_nan
+            seen_missing |= has_nan
+    assert seen_missing
+
+
+def test_sampler_prepares_tables_and_images_of_every_view_together():
+    images = [(torch.randn(200, 30), torch.arange(200) % 10)]  # 30 pixels: wider than the 8 slots
+    cfg = PriorConfig(max_features=5, chunks=3)
+    sampler = PriorSampler(cfg, 20, 8, 10, images, torch.Generator().manual_seed(0), seed=0)
+    for _ in range(6):  # full, subset and low-rank image views beside the tables
+        x, y, used = sampler.sample(20)
+        assert x.shape == (20, 20, 8) and torch.isfinite(x).all()
+        assert used.gather(1, y).all()
+        assert (x.abs().sum((1, 2)) > 0).all()  # every sequence has inputs

@@ -34,6 +34,7 @@ from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
+from training.prefetch import Prefetcher
 from training.priors.mixture import PriorSampler
 from training.progress import Progress, append_record, drop_records_after
 from training.state import find_state, load_state, read_meta, save_state
@@ -197,10 +198,10 @@ def _parallel(model: nn.Module, procs: Processes, side: torch.cuda.Stream | None
 
 
 def _save(
-    state_dir: Path, cfg: TrainConfig, learner, optimizer, generator, procs: Processes, step: int, in_dim: int
+    state_dir: Path, cfg: TrainConfig, learner, optimizer, rng_state: Tensor, procs: Processes, step: int, in_dim: int
 ) -> None:
-    """Checkpoint the run at ``step``: every rank's data position, the main rank writes."""
-    states = [generator.get_state()]
+    """Checkpoint the run at ``step``: every rank's data position (``rng_state``: this rank's), the main rank writes."""
+    states = [rng_state]
     if procs.world > 1:
         gathered: list = [None] * procs.world
         dist.all_gather_object(gathered, states[0].cpu())
@@ -249,7 +250,8 @@ def train(cfg: TrainConfig) -> nn.Module:
     stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side)
     if cfg.prior is not None:
         # Seeded per rank, and by the step on resume: the host draws of a step are the same.
-        biased = unbiased = PriorSampler(
+        # On a GPU the next batch is drawn on a side stream while the step runs.
+        prior_sampler = PriorSampler(
             prior,
             cfg.length,
             in_dim,
@@ -259,6 +261,7 @@ def train(cfg: TrainConfig) -> nn.Module:
             seed=cfg.seed * 1_000_003 + procs.rank,
             calls=step,
         )
+        biased = unbiased = Prefetcher(prior_sampler, cfg.batch_size)
     else:
         task_cfg = cfg.task_config(in_dim)
         biased = TaskSampler(x, y, task_cfg, generator)
@@ -285,7 +288,9 @@ def train(cfg: TrainConfig) -> nn.Module:
             finals = {k: v.get("final_acc", v["status"]) for k, v in record["eval"].items()}
             print("eval", json.dumps(finals), flush=True)
         if step % cfg.ckpt_every == 0 or last or out_of_time:
-            _save(state_dir, cfg, learner, optimizer, generator, procs, step, in_dim)
+            # A prefetcher's generator is past the batch it drew ahead: save the state before it.
+            rng_state = biased.rng_state() if isinstance(biased, Prefetcher) else generator.get_state()
+            _save(state_dir, cfg, learner, optimizer, rng_state, procs, step, in_dim)
         if out_of_time:
             if procs.is_main:
                 print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached", flush=True)

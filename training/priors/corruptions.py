@@ -41,8 +41,13 @@ def _categorical_codes(x: Tensor, g: torch.Generator) -> Tensor:
     return codes.gather(1, bucket).float()
 
 
-def corrupt(t: RawTasks, g: torch.Generator, rng: np.random.Generator) -> RawTasks:
-    x, y = t.x.clone(), t.y.clone()
+def corrupt(t: RawTasks, g: torch.Generator, rng: np.random.Generator, chunks: list[int] | None = None) -> RawTasks:
+    """``t`` with the corruptions applied; ``chunks``: sizes of consecutive runs of sequences
+    that each get their own host draws (whether and how values go missing), as if each
+    chunk had been corrupted on its own; ``None``: one chunk. Everything else is drawn per
+    sequence and column, so chunks of one width are corrupted together, in one set of kernels.
+    """
+    x, y = t.x, t.y
     b, length, d = x.shape
     dev = g.device
     hit = _columns(b, d, 0.5, 0.2, g)
@@ -63,13 +68,17 @@ def corrupt(t: RawTasks, g: torch.Generator, rng: np.random.Generator) -> RawTas
     x = torch.where(hit, x.gather(2, source), x)
     # Scale and offset: the input statistics must undo them (and survive float32 ranges).
     x = x * uniform((b, 1, d), -3.0, 3.0, g, dev).exp() + uniform((b, 1, d), -3.0, 3.0, g, dev).exp() - 1
-    if rng.random() < 0.35:
-        rate = uniform((b, 1, d), 0.0, 0.4, g, dev) * _columns(b, d, 1.0, 0.3, g)
-        if rng.random() < 0.7:
-            missing = torch.rand(b, length, d, generator=g, device=dev) < rate
-        else:  # not at random: the largest values go missing
-            missing = x.argsort(1).argsort(1).float() / length > 1 - rate
-        x = x.masked_fill(missing, float("nan"))
+    start = 0
+    for size in chunks or [b]:  # x is this function's own tensor: its chunks are masked in place
+        part = x[start : start + size]
+        start += size
+        if rng.random() < 0.35:
+            rate = uniform((size, 1, d), 0.0, 0.4, g, dev) * _columns(size, d, 1.0, 0.3, g)
+            if rng.random() < 0.7:
+                missing = torch.rand(size, length, d, generator=g, device=dev) < rate
+            else:  # not at random: the largest values go missing
+                missing = part.argsort(1).argsort(1).float() / length > 1 - rate
+            part.masked_fill_(missing, float("nan"))
     noisy = (torch.rand(b, 1, generator=g, device=dev) < 0.3) & (
         torch.rand(b, length, generator=g, device=dev) < uniform((b, 1), 0.0, 0.15, g, dev)
     )

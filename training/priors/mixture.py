@@ -6,6 +6,14 @@ chunk goes through :mod:`gpicl_sklearn.inputs` (statistics of the sequence's row
 clipping, missing indicators, slot layout or projection onto the model's ``width``
 inputs), then its classes get random distinct label slots; logits of the unused slots
 are masked, as the estimator's softmax runs over the used slots only.
+
+On a GPU the number of kernels, not their arithmetic, sets a batch's cost: only the
+draws of each chunk's structure run per chunk. The corruptions run once over all table
+chunks (every table family pads to ``max_features``), the input preprocessing once per
+width (tables and narrow image views padded with absent features to
+``max(max_features, width)``; full images at their pixel count), the label slots once
+per batch. Everything drawn per sequence is drawn as before, so the tasks' distribution
+is unchanged; no step reads a device value on the host.
 """
 
 from __future__ import annotations
@@ -97,26 +105,70 @@ class PriorSampler:
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor, Tensor]:
         rng = np.random.default_rng([self.seed, self.calls])
         self.calls += 1
-        xs, ys, masks = [], [], []
+        chunks: list[RawTasks] = []  # in the batch's order: families as in cfg.weights
+        table_chunks: list[int] = []  # indices of the table chunks, corrupted together below
         for name, size in family_sizes(self.cfg.weights, batch_size).items():
             bounds = np.linspace(0, size, min(self.cfg.chunks, size) + 1).astype(int)
             for b in np.diff(bounds):
-                x, y, mask = self._prepare(self._raw(name, int(b), rng), rng)
-                xs.append(x)
-                ys.append(y)
-                masks.append(mask)
-        return torch.cat(xs), torch.cat(ys), torch.cat(masks)
-
-    def _raw(self, name: str, b: int, rng: np.random.Generator) -> RawTasks:
-        if name == "images":
-            return self.images.sample(b, self.length, self.width, self.g, rng)
-        raw = TABLE_FAMILIES[name](b, self.length, self.cfg.max_features, self.g, rng)
-        return corruptions.corrupt(raw, self.g, rng)
-
-    def _prepare(self, raw: RawTasks, rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
-        stats = fit_input_stats(raw.x, raw.feature_mask)
-        layout = draw_layout(stats.present, self.width, self.cfg.layout, self.g)
-        x = model_inputs(raw.x, stats, layout)
-        y, k = compact_labels(raw.y)
+                if name == "images":
+                    chunks.append(self.images.sample(int(b), self.length, self.width, self.g, rng))
+                else:
+                    table_chunks.append(len(chunks))
+                    chunks.append(TABLE_FAMILIES[name](int(b), self.length, self.cfg.max_features, self.g, rng))
+        if table_chunks:  # every table family pads its tables to max_features: one set of kernels for all
+            merged = corruptions.corrupt(
+                _concat([chunks[i] for i in table_chunks]),
+                self.g,
+                rng,
+                chunks=[chunks[i].y.shape[0] for i in table_chunks],
+            )
+            start = 0
+            for i in table_chunks:
+                size = chunks[i].y.shape[0]
+                chunks[i] = RawTasks(*(t[start : start + size] for t in (merged.x, merged.y, merged.feature_mask)))
+                start += size
+        x = self._prepare_chunks(chunks)
+        y, k = compact_labels(torch.cat([c.y for c in chunks]))
         y, used = assign_slots(y, k, self.num_slots, self.g)
         return x, y, used
+
+    def _prepare_chunks(self, chunks: list[RawTasks]) -> Tensor:
+        """The model inputs of all chunks, in order: chunks narrower than the common width
+        (``max(max_features, width)``) are padded to it with absent features and prepared
+        together; wider ones (full-view images) together per width."""
+        common = max(self.cfg.max_features, self.width)
+        groups: dict[int, list[int]] = {}
+        for i, c in enumerate(chunks):
+            groups.setdefault(max(c.x.shape[2], common), []).append(i)
+        pieces: list[Tensor | None] = [None] * len(chunks)
+        for d, members in groups.items():
+            x = self._prepare(_concat([chunks[i] for i in members], d))
+            start = 0
+            for i in members:
+                size = chunks[i].y.shape[0]
+                pieces[i] = x[start : start + size]
+                start += size
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces)
+
+    def _prepare(self, raw: RawTasks) -> Tensor:
+        stats = fit_input_stats(raw.x, raw.feature_mask)
+        layout = draw_layout(stats.present, self.width, self.cfg.layout, self.g)
+        return model_inputs(raw.x, stats, layout)
+
+
+def _concat(chunks: list[RawTasks], d: int | None = None) -> RawTasks:
+    """One :class:`RawTasks` of the chunks' sequences, features padded with absent ones to ``d``."""
+    if d is not None:
+        chunks = [
+            RawTasks(
+                x=torch.nn.functional.pad(c.x, (0, d - c.x.shape[2])),
+                y=c.y,
+                feature_mask=torch.nn.functional.pad(c.feature_mask, (0, d - c.x.shape[2])),
+            )
+            if c.x.shape[2] < d
+            else c
+            for c in chunks
+        ]
+    if len(chunks) == 1:
+        return chunks[0]
+    return RawTasks(*(torch.cat(ts) for ts in zip(*((c.x, c.y, c.feature_mask) for c in chunks), strict=True)))
