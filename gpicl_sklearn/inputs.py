@@ -100,13 +100,31 @@ def standardize(x: Tensor, stats: InputStats) -> Tensor:
     return _clipped(x, stats) * stats.inv_rms
 
 
+def draw_slot_indices(present: Tensor, width: int, generator: torch.Generator | None = None) -> Tensor:
+    """``(B, 2D)`` long: the input slot of each present column, ``-1`` elsewhere.
+
+    A uniformly random injection of the present columns into the ``width`` slots, per
+    sequence; a sequence with more present columns than slots gets ``-1`` everywhere (it is
+    projected instead, see :func:`draw_layout`). The estimator stores these indices
+    (:mod:`gpicl_sklearn.layouts`); meta-training expands them to one-hot rows.
+    """
+    b, columns = present.shape
+    dev = present.device
+    keys = torch.rand(b, columns, device=dev, generator=generator).masked_fill(~present, 2.0)
+    rank = keys.argsort(1).argsort(1)  # present columns first, in random order
+    slot_of = torch.rand(b, width, device=dev, generator=generator).argsort(1)  # rank -> slot, per sequence
+    slot = slot_of.gather(1, rank.clamp_max(width - 1))
+    fits = (present.sum(1) <= width)[:, None]
+    return torch.where(present & fits, slot, -1)
+
+
 def draw_layout(present: Tensor, width: int, mode: str, generator: torch.Generator | None = None) -> Tensor:
     """The ``(B, 2D, width)`` matrix that maps standardised columns onto the model's input slots.
 
-    ``"slots"``: present column ``j`` goes to its own slot, chosen uniformly at random
-    among ``width`` (a one-hot row); sequences with more present columns than slots, and
-    every sequence in ``"projection"`` mode, get ``A_jk ~ N(0, 1/n_present)`` on the
-    present rows instead (zero rows elsewhere).
+    ``"slots"``: present column ``j`` goes to its own slot (:func:`draw_slot_indices`, a
+    one-hot row); sequences with more present columns than slots, and every sequence in
+    ``"projection"`` mode, get ``A_jk ~ N(0, 1/n_present)`` on the present rows instead
+    (zero rows elsewhere).
     """
     if mode not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {mode!r}")
@@ -117,12 +135,9 @@ def draw_layout(present: Tensor, width: int, mode: str, generator: torch.Generat
     projection = gauss * present[..., None] / n_present.clamp_min(1).to(dtype).sqrt()[:, None, None]
     if mode == "projection":
         return projection
-    keys = torch.rand(b, columns, device=dev, generator=generator).masked_fill(~present, 2.0)
-    rank = keys.argsort(1).argsort(1)  # present columns first, in random order
-    slot_of = torch.rand(b, width, device=dev, generator=generator).argsort(1)  # rank -> slot, per sequence
+    slot = draw_slot_indices(present, width, generator)
     # One-hot by comparison: F.one_hot checks its values on the host (a device sync off CUDA).
-    slot = slot_of.gather(1, rank.clamp_max(width - 1))
-    slots = ((slot[..., None] == torch.arange(width, device=dev)) & (present & (rank < width))[..., None]).to(dtype)
+    slots = (slot[..., None] == torch.arange(width, device=dev)).to(dtype)
     use_slots = (n_present <= width)[:, None, None]
     return torch.where(use_slots, slots, projection)
 

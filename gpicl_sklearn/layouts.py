@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gpicl_sklearn.inputs import LAYOUTS
+from gpicl_sklearn.inputs import LAYOUTS, draw_slot_indices
 
 BLOCK_ROWS = 4096  # rows of P generated at a time: the draws do not depend on how P is used
 CACHE_FLOATS = 2**25  # keep regenerated projections in memory up to 128 MiB
@@ -63,19 +63,18 @@ def draw_member_layouts(present: np.ndarray, width: int, mode: str, rng: np.rand
     """Draw each member's layout from its ``present`` columns (``(E, 2D)`` bool).
 
     ``"slots"``: a member with ``n_present <= width`` sends its present columns to distinct
-    slots drawn uniformly at random (``rng.permutation(width)[:n_present]``, in column
-    order: a uniformly random injection, as in ``draw_layout``); otherwise, and always in
-    ``"projection"`` mode, it gets a Gaussian projection from its own seed.
+    slots drawn by :func:`~gpicl_sklearn.inputs.draw_slot_indices`, the draw of
+    meta-training; otherwise, and always in ``"projection"`` mode, it gets a Gaussian
+    projection from its own seed.
     """
     if mode not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {mode!r}")
-    n_members, columns = present.shape
     n_present = present.sum(1).astype(np.int64)
     projected = (n_present > width) | (mode == "projection")
-    slots = np.full((n_members, columns), -1, dtype=np.int32)
-    for e in np.flatnonzero(~projected):
-        slots[e, present[e]] = rng.permutation(width)[: n_present[e]]
-    seeds = rng.integers(2**62, size=n_members, dtype=np.int64)
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    slots = draw_slot_indices(torch.from_numpy(present), width, generator).numpy().astype(np.int32)
+    slots[projected] = -1
+    seeds = rng.integers(2**62, size=len(present), dtype=np.int64)
     return MemberLayouts(width=width, slots=slots, projected=projected, seeds=seeds, n_present=n_present)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpicl_sklearn.inputs import Z_CLIP, draw_layout, fit_input_stats, model_inputs, standardize
+from gpicl_sklearn.inputs import Z_CLIP, draw_layout, draw_slot_indices, fit_input_stats, model_inputs, standardize
 
 
 def table(seed: int = 0, b: int = 3, n: int = 200, d: int = 5) -> torch.Tensor:
@@ -82,3 +82,17 @@ def test_more_columns_than_slots_are_projected():
 def test_unknown_layout_is_an_error():
     with pytest.raises(ValueError, match="layout must be one of"):
         draw_layout(torch.ones(1, 2, dtype=torch.bool), 4, "rotate")
+
+
+def test_slot_indices_are_an_injection_of_the_present_columns_and_the_layout_uses_them():
+    present = torch.tensor([[True, False, True, True], [False, True, False, False], [True, True, True, True]])
+    slot = draw_slot_indices(present, 3, torch.Generator().manual_seed(0))
+    assert ((slot >= 0) == torch.tensor([[True, False, True, True], [False, True, False, False], [False] * 4])).all()
+    assert len(set(slot[0][present[0]].tolist())) == 3  # distinct slots
+    layout = draw_layout(present, 3, "slots", torch.Generator().manual_seed(1))
+    # Same generator state after the Gaussian draw: the one-hot rows are those indices.
+    g = torch.Generator().manual_seed(1)
+    torch.randn(3, 4, 3, generator=g)
+    again = draw_slot_indices(present, 3, g)
+    fits = present.sum(1) <= 3
+    assert torch.equal(layout[fits].argmax(-1)[again[fits] >= 0], again[fits][again[fits] >= 0])
