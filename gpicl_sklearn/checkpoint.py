@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from gpicl_sklearn.inputs import LAYOUTS
 from gpicl_sklearn.model import GPICLConfig, GPICLTransformer
 
 FORMAT_VERSION = 1
@@ -86,6 +87,11 @@ class Checkpoint:
     config: dict
     source: str
     sha256: str
+
+    @property
+    def layout(self) -> str:
+        """How the model reads features, one of :data:`gpicl_sklearn.inputs.LAYOUTS` (checked at load)."""
+        return _layout_of(self.config)
 
 
 def save_checkpoint(
@@ -377,6 +383,11 @@ def _empty_model(cfg: GPICLConfig) -> GPICLTransformer:
         return GPICLTransformer(cfg)
 
 
+def _layout_of(config: dict) -> str:
+    # Checkpoints that record no layout are the paper's: every table projected.
+    return config.get("preprocessing", {}).get("layout", "projection")
+
+
 def _read_config(path: Path) -> tuple[dict, GPICLConfig]:
     try:
         config = json.loads(path.read_text())
@@ -398,9 +409,11 @@ def _read_config(path: Path) -> tuple[dict, GPICLConfig]:
     for section in ("preprocessing", "training", "metrics"):
         if section in config and not isinstance(config[section], dict):
             raise CheckpointError(f"{path}: {section} must be a JSON object, got {_describe(config[section])}")
-    layout = config.get("preprocessing", {}).get("layout", "projection")
-    if layout not in ("slots", "projection"):
-        raise CheckpointError(f"{path}: preprocessing.layout must be 'slots' or 'projection', got {_describe(layout)}")
+    layout = _layout_of(config)
+    if layout not in LAYOUTS:
+        raise CheckpointError(
+            f"{path}: preprocessing.layout must be {' or '.join(map(repr, LAYOUTS))}, got {_describe(layout)}"
+        )
     architecture = config.get("architecture")
     if not isinstance(architecture, dict):
         raise CheckpointError(f"{path}: architecture must be a JSON object, got {_describe(architecture)}")

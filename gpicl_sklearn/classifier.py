@@ -240,7 +240,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             stats.append(fit_input_stats(torch.from_numpy(np.ascontiguousarray(context))))
         stats = InputStats(**{k: torch.cat([getattr(s, k) for s in stats]) for k in vars(stats[0])})
         self._stats = {k: v.numpy() for k, v in vars(stats).items()}
-        self._layouts = draw_member_layouts(self._stats["present"], cfg.input_dim, _layout(checkpoint), rng)
+        self._layouts = draw_member_layouts(self._stats["present"], cfg.input_dim, checkpoint.layout, rng)
 
         group_size = np.stack([np.bincount(s, minlength=cfg.num_classes)[s] for s in slots])
         self.classes_ = classes
@@ -442,11 +442,6 @@ def _inference_model(checkpoint: Checkpoint, device: torch.device) -> GPICLTrans
         _DEVICE_MODEL.clear()
         _DEVICE_MODEL[key] = copy.deepcopy(checkpoint.model).to(device)  # .to would move the shared model
     return _DEVICE_MODEL[key]
-
-
-def _layout(checkpoint: Checkpoint) -> str:
-    """How the checkpoint was trained to read features: ``"slots"`` or (the paper's) ``"projection"``."""
-    return checkpoint.config.get("preprocessing", {}).get("layout", "projection")
 
 
 def _resolve_device(device) -> torch.device:

@@ -25,6 +25,7 @@ import torch
 from gpicl_sklearn.checkpoint import CONFIG_NAME, load_checkpoint, save_checkpoint
 from training.evaluate import evaluate_as_trained, load_run
 from training.paper import DATASETS, TABLE2
+from training.priors.mixture import PriorConfig
 
 FOOTNOTES = {
     "cifar10": "CIFAR10 test images here are decoded from JPEG copies (about quality 75), "
@@ -149,7 +150,7 @@ def publish_prior_run(learner, cfg: dict, step: int, out: Path, earlier: str | N
     training = {"config": cfg, "steps": step, "made_by": command}
     if earlier:
         training["weights_published_by"] = earlier
-    layout = cfg["prior"].get("layout", "slots")
+    layout = PriorConfig(**cfg["prior"]).layout
     save_checkpoint(
         learner.cpu(),
         out,
