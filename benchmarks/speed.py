@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -156,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     text = run(args.quick, args.repeats, args.device, args.device_rows, args.device_batch)
     print(text)
     if args.out:
-        args.out.write_text(f"`python -m benchmarks.speed --out {args.out}`\n\n{text}\n")
+        command = " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)])
+        args.out.write_text(f"`{command}`\n\n{text}\n")
 
 
 if __name__ == "__main__":

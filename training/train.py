@@ -261,7 +261,7 @@ def train(cfg: TrainConfig) -> nn.Module:
             seed=cfg.seed * 1_000_003 + procs.rank,
             calls=step,
         )
-        biased = unbiased = Prefetcher(prior_sampler, cfg.batch_size)
+        biased = unbiased = Prefetcher(prior_sampler, cfg.batch_size, ahead=cfg.prefetch)
     else:
         task_cfg = cfg.task_config(in_dim)
         biased = TaskSampler(x, y, task_cfg, generator)

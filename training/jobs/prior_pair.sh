@@ -1,28 +1,37 @@
 #!/usr/bin/env bash
-# Meta-train two prior models side by side, one per GPU, in device calls of under 10
-# minutes on one warm machine (runs/ stays there between calls; each call resumes):
+# Meta-train prior models side by side, one per GPU, in device calls of under 10 minutes on
+# one warm machine (runs/ stays there between calls; each call resumes):
 #   bash training/jobs/prior_pair.sh train 4x256 8x256     # configs training/configs/prior_<name>.json
 #   bash training/jobs/prior_pair.sh decay 4x256 8x256     # last call: lr decays to 5% over DECAY_STEPS
-# MINUTES (default 8) of training per call; then each run's fp16 weights are published to
-# $OUT/<name>/ (model.safetensors, config.json, README.md) with its metrics.
+# A run NAME@flag=value,flag=value adds flags to its config (8x256@lr=3e-4 runs
+# prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4).
+# MINUTES (default 8) of training per call; INIT_FROM (optional): a new run starts from these
+# checkpoint weights (a resume ignores it). Then each run's fp16 weights are published to
+# $OUT/<run folder name>/ (model.safetensors, config.json, README.md) with its metrics.
 set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
 mode=${1:?train or decay}; shift
 gpu=0
 for name in "$@"; do
-  run=runs/prior_$name extra=()
+  safe=${name//[@=,]/_} extra=()
+  run=runs/prior_$safe
+  if [[ $name == *@* ]]; then
+    IFS=, read -ra pairs <<< "${name#*@}"
+    for kv in "${pairs[@]}"; do extra+=("--${kv%%=*}" "${kv#*=}"); done
+  fi
   if [ "$mode" = decay ]; then  # a wsd schedule whose decay starts at the saved step
     at=$(python -c "from training.state import find_state, read_meta; print(read_meta(find_state('$run/state'))['step'])")
-    extra=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05)
+    extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05)
   fi
-  CUDA_VISIBLE_DEVICES=$gpu python -m training.train --config "training/configs/prior_$name.json" \
-    --out-dir "$run" --max-minutes "${MINUTES:-8}" "${extra[@]}" >> "$run.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$gpu python -m training.train --config "training/configs/prior_${name%%@*}.json" \
+    --out-dir "$run" --max-minutes "${MINUTES:-8}" ${INIT_FROM:+--init-from "$INIT_FROM"} "${extra[@]}" >> "$run.log" 2>&1 &
   gpu=$((gpu + 1))
 done
 wait
 for name in "$@"; do
-  tail -n 4 "runs/prior_$name.log"
-  python -m training.publish --run "runs/prior_$name" --out "$OUT/$name"
-  cp "runs/prior_$name/metrics.jsonl" "$OUT/$name/"  # 4 files a run: $OUT returns 8
+  safe=${name//[@=,]/_}
+  tail -n 4 "runs/prior_$safe.log"
+  python -m training.publish --run "runs/prior_$safe" --out "$OUT/$safe"
+  cp "runs/prior_$safe/metrics.jsonl" "$OUT/$safe/"  # 4 files a run: $OUT returns 8
 done

@@ -1,0 +1,91 @@
+"""Checkpoints scored on held-out draws of the meta-training prior: loss per family, accuracy per context size.
+
+    python -m training.prior_eval gpicl_sklearn/checkpoints/default runs/out/8x256 --batches 8
+
+The training loss of a run mixes the model's progress with the tasks each step happened to
+draw (the prior's structures are seeded by the step), and a checkpoint published from a
+GPU run is otherwise scored only by the CPU benchmarks, which take most of an hour. This
+draws ``--batches`` batches of ``--batch-size`` sequences from
+:class:`training.priors.mixture.PriorSampler` (``PriorConfig`` defaults, or ``--prior``)
+with a seed that no training run uses (runs seed ``seed * 1,000,003 + rank``) and the image
+tasks from the datasets' *test* splits, and scores every checkpoint on the same batches
+(CPU, float32):
+
+* ``loss``: cross-entropy over every row and the used label slots, as in meta-training,
+  overall and per family;
+* ``acc rows a-b``: accuracy of the predictions made with ``a`` to ``b - 1`` context rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gpicl_sklearn.checkpoint import load_checkpoint
+from training.data import load_dataset
+from training.priors.mixture import PriorConfig, PriorSampler, family_sizes
+
+EVAL_SEED = 987_654_321
+ROW_BUCKETS = ((10, 50), (50, 100), (100, 500), (500, 1024))
+
+
+def held_out_batches(cfg: PriorConfig, n: int, batch_size: int, length: int, width: int, num_slots: int):
+    """``n`` batches ``(x, y, used)`` and each sequence's family name."""
+    names = cfg.image_datasets if cfg.weights.get("images", 0) > 0 else ()
+    images = [load_dataset(name, "test", size=None, channels=1, device="cpu") for name in names]
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    sampler = PriorSampler(cfg, length, width, num_slots, images, g, seed=EVAL_SEED)
+    families = [name for name, size in family_sizes(cfg.weights, batch_size).items() for _ in range(size)]
+    return [sampler.sample(batch_size) for _ in range(n)], np.array(families)
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, batches, families: np.ndarray) -> dict[str, float]:
+    """Mean loss (overall, per family) and accuracy per bucket of context rows."""
+    losses, hits = [], []
+    for x, y, used in batches:
+        logits = model(x, y).float().masked_fill(~used[:, None, :], float("-inf"))
+        losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1))
+        hits.append((logits.argmax(-1) == y).float())
+    loss, hit = torch.cat(losses).numpy(), torch.cat(hits).numpy()
+    fams = np.tile(families, len(batches))
+    out = {"loss": float(loss.mean())}
+    out |= {f"loss {f}": float(loss[fams == f].mean()) for f in dict.fromkeys(families)}
+    out |= {f"acc rows {a}-{b}": float(hit[:, a:b].mean()) for a, b in ROW_BUCKETS if a < hit.shape[1]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training.prior_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+", help="bundled names, local folders or hub ids")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--prior", type=json.loads, default={}, help="PriorConfig fields as JSON (default: {})")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    loaded = {path: load_checkpoint(path) for path in args.checkpoints}
+    first = next(iter(loaded.values())).model.cfg
+    for path, ckpt in loaded.items():
+        if (ckpt.model.cfg.input_dim, ckpt.model.cfg.num_classes) != (first.input_dim, first.num_classes):
+            parser.error(f"{path}: input_dim / num_classes differ from {args.checkpoints[0]}'s")
+    length = min(c.model.cfg.max_len for c in loaded.values())
+    batches, families = held_out_batches(
+        PriorConfig(**args.prior), args.batches, args.batch_size, length, first.input_dim, first.num_classes
+    )
+    rows = {path: score(ckpt.model, batches, families) for path, ckpt in loaded.items()}
+    columns = list(next(iter(rows.values())))
+    print(f"{args.batches} held-out prior batches x {args.batch_size} sequences x {length} rows (seed {EVAL_SEED})\n")
+    print("| checkpoint | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    for path, r in rows.items():
+        print(f"| {path} | " + " | ".join(f"{r[c]:.3f}" for c in columns) + " |")
+
+
+if __name__ == "__main__":
+    main()
