@@ -55,6 +55,7 @@ BUNDLED = ("default", "paper-mnist")
 # "owner/name": what the Hub accepts as a model repository id.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_BOOLEAN_ARCHITECTURE = ("qk_norm",)  # every other architecture field is a positive int
 
 # Seconds to wait for a TCP connection to the Hub (or the configured proxy) before a Hub id
 # is served from the local cache only: huggingface_hub itself retries an unreachable Hub
@@ -421,8 +422,11 @@ def _read_config(path: Path) -> tuple[dict, GPICLConfig]:
     if unknown:
         raise CheckpointError(f"{path}: invalid 'architecture': unknown fields {unknown}")
     for name, value in architecture.items():
+        if name in _BOOLEAN_ARCHITECTURE:
+            if type(value) is not bool:
+                raise CheckpointError(f"{path}: architecture.{name} must be true or false, got {_describe(value)}")
         # Exactly int: JSON's 4.0, "4" and true would otherwise reach torch as sizes.
-        if type(value) is not int or value < 1:
+        elif type(value) is not int or value < 1:
             raise CheckpointError(f"{path}: architecture.{name} must be a positive integer, got {_describe(value)}")
     cfg = GPICLConfig.from_dict(architecture)
     if cfg.max_len < 2:

@@ -36,6 +36,9 @@ class GPICLConfig:
     n_heads: int = 8
     head_dim: int = 32  # key size
     mlp_ratio: int = 4
+    # LayerNorm of each head's queries and keys: bounds the attention logits, whose growth
+    # under continued training made deeper models worse (training/RUNS.md).
+    qk_norm: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,11 +60,13 @@ class Attention(nn.Module):
         self.h, self.d = cfg.n_heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.d_model, 3 * self.h * self.d)
         self.proj = nn.Linear(self.h * self.d, cfg.d_model)
+        self.q_norm = nn.LayerNorm(self.d) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.d) if cfg.qk_norm else nn.Identity()
 
     def _qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         b, t, _ = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.h, self.d).permute(2, 0, 3, 1, 4)
-        return q, k, v  # each (B, H, T, D)
+        return self.q_norm(q), self.k_norm(k), v  # each (B, H, T, D); cached keys are normalised
 
     def _merge(self, y: Tensor) -> Tensor:
         b, _, t, _ = y.shape

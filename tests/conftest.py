@@ -29,14 +29,16 @@ from training.state import save_state  # noqa: E402
 TINY_CONFIG = GPICLConfig(input_dim=48, num_classes=5, max_len=20, d_model=32, n_layers=2, n_heads=2, head_dim=16)
 
 
-def tiny_model(seed: int = 0) -> GPICLTransformer:
+def tiny_model(seed: int = 0, config: GPICLConfig = TINY_CONFIG) -> GPICLTransformer:
     torch.manual_seed(seed)
-    return GPICLTransformer(TINY_CONFIG)
+    return GPICLTransformer(config)
 
 
-def write_tiny_checkpoint(directory: Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+def write_tiny_checkpoint(
+    directory: Path, seed: int = 0, dtype: torch.dtype = torch.float32, config: GPICLConfig = TINY_CONFIG
+) -> Path:
     return save_checkpoint(
-        tiny_model(seed),
+        tiny_model(seed, config),
         directory,
         preprocessing={"note": "test"},
         training={"note": "random weights", "seed": seed},

@@ -194,6 +194,7 @@ ARCH = TINY_CONFIG.to_dict()
             r"architecture.mlp_ratio must be a positive integer, got true \(boolean\)",
         ),
         ({"architecture": {**ARCH, "head_dim": None}}, r"architecture.head_dim must be a positive integer, got null"),
+        ({"architecture": {**ARCH, "qk_norm": 1}}, r"architecture.qk_norm must be true or false, got 1 \(int\)"),
         ({"architecture": {**ARCH, "max_len": 1}}, r"architecture.max_len must be at least 2"),
         ({"architecture": {**ARCH, "num_classes": 1}}, r"architecture.num_classes must be at least 2"),
         ({"architecture": [32, 2]}, r"architecture must be a JSON object, got \[32, 2\] \(list\)"),

@@ -6,6 +6,7 @@ that actually learns in context use the bundled default checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 import warnings
@@ -88,7 +89,10 @@ def test_string_labels_behave_like_their_codes(tiny_checkpoint):
 # --- inference is the model's causal forward pass ----------------------------------------
 
 
-def test_one_pass_inference_equals_causal_forward(tiny_checkpoint):
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_one_pass_inference_equals_causal_forward(tiny_checkpoint, tmp_path, qk_norm):
+    if qk_norm:  # normalised keys are what the context cache holds
+        tiny_checkpoint = write_tiny_checkpoint(tmp_path, config=dataclasses.replace(TINY_CONFIG, qk_norm=True))
     X, y = small_problem()
     clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0).fit(X, y)
     X_query = np.random.default_rng(1).normal(size=(6, X.shape[1]))

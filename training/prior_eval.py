@@ -33,11 +33,13 @@ EVAL_SEED = 987_654_321
 ROW_BUCKETS = ((10, 50), (50, 100), (100, 500), (500, 1024))
 
 
-def held_out_batches(cfg: PriorConfig, n: int, batch_size: int, length: int, width: int, num_slots: int):
-    """``n`` batches ``(x, y, used)`` and each sequence's family name."""
+def held_out_batches(
+    cfg: PriorConfig, n: int, batch_size: int, length: int, width: int, num_slots: int, device: str = "cpu"
+):
+    """``n`` batches ``(x, y, used)`` drawn on ``device``, and each sequence's family name."""
     names = cfg.image_datasets if cfg.weights.get("images", 0) > 0 else ()
-    images = [load_dataset(name, "test", size=None, channels=1, device="cpu") for name in names]
-    g = torch.Generator().manual_seed(EVAL_SEED)
+    images = [load_dataset(name, "test", size=None, channels=1, device=device) for name in names]
+    g = torch.Generator(device).manual_seed(EVAL_SEED)
     sampler = PriorSampler(cfg, length, width, num_slots, images, g, seed=EVAL_SEED)
     families = [name for name, size in family_sizes(cfg.weights, batch_size).items() for _ in range(size)]
     return [sampler.sample(batch_size) for _ in range(n)], np.array(families)
@@ -51,7 +53,7 @@ def score(model: torch.nn.Module, batches, families: np.ndarray) -> dict[str, fl
         logits = model(x, y).float().masked_fill(~used[:, None, :], float("-inf"))
         losses.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1))
         hits.append((logits.argmax(-1) == y).float())
-    loss, hit = torch.cat(losses).numpy(), torch.cat(hits).numpy()
+    loss, hit = torch.cat(losses).cpu().numpy(), torch.cat(hits).cpu().numpy()
     fams = np.tile(families, len(batches))
     out = {"loss": float(loss.mean())}
     out |= {f"loss {f}": float(loss[fams == f].mean()) for f in dict.fromkeys(families)}
@@ -65,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--prior", type=json.loads, default={}, help="PriorConfig fields as JSON (default: {})")
+    parser.add_argument(
+        "--device", default="cpu", help="where batches are drawn and scored (a GPU draws other batches)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -76,11 +81,20 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{path}: input_dim / num_classes differ from {args.checkpoints[0]}'s")
     length = min(c.model.cfg.max_len for c in loaded.values())
     batches, families = held_out_batches(
-        PriorConfig(**args.prior), args.batches, args.batch_size, length, first.input_dim, first.num_classes
+        PriorConfig(**args.prior),
+        args.batches,
+        args.batch_size,
+        length,
+        first.input_dim,
+        first.num_classes,
+        args.device,
     )
-    rows = {path: score(ckpt.model, batches, families) for path, ckpt in loaded.items()}
+    rows = {path: score(ckpt.model.to(args.device), batches, families) for path, ckpt in loaded.items()}
     columns = list(next(iter(rows.values())))
-    print(f"{args.batches} held-out prior batches x {args.batch_size} sequences x {length} rows (seed {EVAL_SEED})\n")
+    print(
+        f"{args.batches} held-out prior batches x {args.batch_size} sequences x {length} rows "
+        f"(seed {EVAL_SEED}, drawn on {args.device})\n"
+    )
     print("| checkpoint | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for path, r in rows.items():
