@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     out = args.out or (None if args.quick else RESULTS)
     if out:
-        command = "python -m benchmarks.many_classes" + (f" --out {args.out}" if args.out else "")
+        command = " ".join(["python -m benchmarks.many_classes", *(sys.argv[1:] if argv is None else argv)])
         out.write_text(f"`{command}`\n\n{text}\n")
 
 

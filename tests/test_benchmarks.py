@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import write_run, write_tiny_mnist
 
-from benchmarks import classical, curves, image_context, normalisation, profile_step, table2, tabular
+from benchmarks import classical, curves, image_context, normalisation, profile_step, table2, tabular, wide_tables
 from training.learners import build_learner
 from training.maml_init import export_maml_init
 
@@ -265,3 +265,11 @@ def test_image_context_quick_compares_sizes(tmp_path, monkeypatch, tiny_checkpoi
     assert {r["learner"] for r in records} == {f"GPICL ({tiny_checkpoint})", "LogisticRegression"}
     assert {r["n_train"] for r in records} == {8, 40} and all(0 <= r["acc"] <= 1 for r in records)
     assert "gain 8 -> 40" in text
+
+
+def test_wide_tables_quick_scores_both_learners(tmp_path):
+    wide_tables.main(["--quick", "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "wide_tables.json").read_text())["records"]
+    assert {r["learner"] for r in records} == {"GPICL", "LogisticRegression"}
+    assert all(r["features"] == 300 and 0 <= r["accuracy"] <= 1 for r in records)
+    assert "| 300 (150) | 100 |" in (tmp_path / "wide_tables.md").read_text()

@@ -162,7 +162,8 @@ def test_more_classes_than_label_slots(tiny_checkpoint):
     assert proba.shape == (36, 12) and np.allclose(proba.sum(1), 1) and np.all(proba > 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ManyClassesWarning)  # enough members asked for: no warning
-        tiny(tiny_checkpoint, n_estimators=8).fit(X, y)
+        clf = tiny(tiny_checkpoint, n_estimators=2).fit(X, y)
+    assert clf.n_members_ == 2 * 3  # n_estimators members per ceil(12 / 5) classes sharing a slot
 
 
 # --- 3. bounded cost -------------------------------------------------------------------------
