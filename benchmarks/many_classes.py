@@ -87,7 +87,8 @@ def run(quick: bool, n_train: int, n_test: int, seeds: int, n_estimators: int) -
         problems["make_classification (100)"] = lambda: synthetic(100)
     lines = [
         f"{n_train} training rows, {n_test} test rows, {seeds} seeds; GPICL: default checkpoint (10 label slots), "
-        f"n_estimators={n_estimators} (members: n_estimators x ceil(K / 10) for K classes), output code; accuracy mean ± std, seconds per fit + score:",
+        f"n_estimators={n_estimators} (members: n_estimators x ceil(K / 10) for K classes), output code; "
+        "accuracy mean ± std, seconds per fit + score:",
         "",
         "| problem | GPICL | LogisticRegression | GPICL s | LR s |",
         "|---|---:|---:|---:|---:|",
