@@ -8,7 +8,8 @@ GPU run is otherwise scored only by the CPU benchmarks, which take most of an ho
 draws ``--batches`` batches of ``--batch-size`` sequences from
 :class:`training.priors.mixture.PriorSampler` (``PriorConfig`` defaults, or ``--prior``)
 with a seed that no training run uses (runs seed ``seed * 1,000,003 + rank``) and the image
-tasks from the datasets' *test* splits, and scores every checkpoint on the same batches
+tasks from the datasets' *test* splits (``--image-split train`` where only the train splits
+are at hand: the held-out seed still draws unseen tasks), and scores every checkpoint on the same batches
 (CPU, float32):
 
 * ``loss``: cross-entropy over every row and the used label slots, as in meta-training,
@@ -34,11 +35,18 @@ ROW_BUCKETS = ((10, 50), (50, 100), (100, 500), (500, 1024))
 
 
 def held_out_batches(
-    cfg: PriorConfig, n: int, batch_size: int, length: int, width: int, num_slots: int, device: str = "cpu"
+    cfg: PriorConfig,
+    n: int,
+    batch_size: int,
+    length: int,
+    width: int,
+    num_slots: int,
+    device: str = "cpu",
+    image_split: str = "test",
 ):
     """``n`` batches ``(x, y, used)`` drawn on ``device``, and each sequence's family name."""
     names = cfg.image_datasets if cfg.weights.get("images", 0) > 0 else ()
-    images = [load_dataset(name, "test", size=None, channels=1, device=device) for name in names]
+    images = [load_dataset(name, image_split, size=None, channels=1, device=device) for name in names]
     g = torch.Generator(device).manual_seed(EVAL_SEED)
     sampler = PriorSampler(cfg, length, width, num_slots, images, g, seed=EVAL_SEED)
     families = [name for name, size in family_sizes(cfg.weights, batch_size).items() for _ in range(size)]
@@ -70,6 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--device", default="cpu", help="where batches are drawn and scored (a GPU draws other batches)"
     )
+    parser.add_argument(
+        "--image-split",
+        default="test",
+        choices=("test", "train"),
+        help="split of the image tasks (train: where only the train splits are at hand, e.g. a GPU job)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -88,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         first.input_dim,
         first.num_classes,
         args.device,
+        args.image_split,
     )
     rows = {path: score(ckpt.model.to(args.device), batches, families) for path, ckpt in loaded.items()}
     columns = list(next(iter(rows.values())))
     print(
         f"{args.batches} held-out prior batches x {args.batch_size} sequences x {length} rows "
-        f"(seed {EVAL_SEED}, drawn on {args.device})\n"
+        f"(seed {EVAL_SEED}, drawn on {args.device}, images from the {args.image_split} splits)\n"
     )
     print("| checkpoint | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))

@@ -7,12 +7,13 @@
 # prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4).
 # MINUTES (default 8) of training per call; INIT_FROM (optional): a new run starts from these
 # checkpoint weights (a resume ignores it). Then each run's fp16 weights are published to
-# $OUT/<run folder name>/ (model.safetensors, config.json, README.md) with its metrics.
+# $OUT/<run folder name>/ (model.safetensors, config.json, README.md) with its metrics;
+# EVAL=1 then scores them beside the bundled default on held-out prior draws (training/prior_eval.py).
 set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
 mode=${1:?train or decay}; shift
-gpu=0
+gpu=0 published=()
 for name in "$@"; do
   safe=${name//[@=,]/_} extra=()
   run=runs/prior_$safe
@@ -34,4 +35,9 @@ for name in "$@"; do
   tail -n 4 "runs/prior_$safe.log"
   python -m training.publish --run "runs/prior_$safe" --out "$OUT/$safe"
   cp "runs/prior_$safe/metrics.jsonl" "$OUT/$safe/"  # 4 files a run: $OUT returns 8
+  published+=("$OUT/$safe")
 done
+if [ "${EVAL:-0}" = 1 ]; then  # held-out prior draws, beside the bundled default (~30 s on a GPU)
+  python -m training.prior_eval gpicl_sklearn/checkpoints/default "${published[@]}" --device cuda \
+    --image-split train --batches 16 --batch-size 64
+fi
