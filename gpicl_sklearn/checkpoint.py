@@ -198,7 +198,8 @@ def _default_card(config: dict) -> str:
         "# GPICL Transformer\n\n"
         "A general-purpose in-context learner (Kirsch et al., 2022) for `gpicl_sklearn.GPICLClassifier`.\n\n"
         f"Architecture: {arch['n_layers']} layers, d_model {arch['d_model']}, input_dim {arch['input_dim']}, "
-        f"{arch['num_classes']} label slots, up to {arch['max_len'] - 1} context rows.\n\n"
+        f"{arch['num_classes']} label slots, up to {arch['max_len'] - 1} context rows"
+        f"{', LayerNorm of queries and keys' if arch.get('qk_norm') else ''}.\n\n"
         f"Training: `{json.dumps(config['training'])}`\n\nMetrics: `{json.dumps(config['metrics'])}`\n"
     )
 
