@@ -25,6 +25,7 @@ wall time then includes only what the host spends launching them.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -85,7 +86,7 @@ def time_ms(draw, batches: int, device: torch.device) -> float:
 
 def profile_prior(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
-    cfg = PriorConfig()
+    cfg = PriorConfig(**args.prior)
     images = _images(device, args.real_images, args.image_rows)
     generator = torch.Generator(device=device).manual_seed(0)
     sampler = PriorSampler(cfg, args.length, args.width, 10, images, generator, seed=0)
@@ -105,7 +106,8 @@ def profile_prior(args: argparse.Namespace) -> str:
     what = "Prefetcher(PriorSampler).next" if args.prefetch else "PriorSampler.sample"
     cols = " | ".join(f"{k}/batch" for k in counts)
     lines = [
-        f"{what}: {args.batch_size} sequences x {args.length} rows, width {args.width}, {device}",
+        f"{what}: {args.batch_size} sequences x {args.length} rows, width {args.width}, {device}, "
+        f"prior {json.dumps(args.prior)}",
         "",
         f"| {cols} | ms/batch |",
         "|" + "---:|" * (len(counts) + 1),
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--prior", type=json.loads, default={}, help="PriorConfig fields as JSON (default: {})")
     parser.add_argument("--prefetch", action="store_true", help="through training.prefetch.Prefetcher")
     parser.add_argument("--real-images", action="store_true", help="the MNIST / FashionMNIST train splits")
     parser.add_argument("--image-rows", type=int, default=60_000, help="rows of each random image set")

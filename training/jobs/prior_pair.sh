@@ -4,7 +4,8 @@
 #   bash training/jobs/prior_pair.sh train 4x256 8x256     # configs training/configs/prior_<name>.json
 #   bash training/jobs/prior_pair.sh decay 4x256 8x256     # last call: lr decays to 5% over DECAY_STEPS
 # A run NAME@flag=value,flag=value adds flags to its config (8x256@lr=3e-4 runs
-# prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4).
+# prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4, every character
+# but letters, digits and ._- made _; e.g. 8x256_qk@prior={"max_features":300} for wider tables).
 # MINUTES (default 8) of training per call; INIT_FROM (optional): a new run starts from these
 # checkpoint weights (a resume ignores it). Then each run's fp16 weights are published to
 # $OUT/<run folder name>/ (model.safetensors, config.json, README.md) with its metrics;
@@ -15,7 +16,7 @@ OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
 mode=${1:?train or decay}; shift
 gpu=0 published=()
 for name in "$@"; do
-  safe=${name//[@=,]/_} extra=()
+  safe=$(printf %s "$name" | tr -c 'A-Za-z0-9._-' _) extra=()
   run=runs/prior_$safe
   if [[ $name == *@* ]]; then
     IFS=, read -ra pairs <<< "${name#*@}"
@@ -31,7 +32,7 @@ for name in "$@"; do
 done
 wait
 for name in "$@"; do
-  safe=${name//[@=,]/_}
+  safe=$(printf %s "$name" | tr -c 'A-Za-z0-9._-' _)
   tail -n 4 "runs/prior_$safe.log"
   python -m training.publish --run "runs/prior_$safe" --out "$OUT/$safe"
   cp "runs/prior_$safe/metrics.jsonl" "$OUT/$safe/"  # 4 files a run: $OUT returns 8
