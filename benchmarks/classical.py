@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from sklearn.pipeline import Pipeline, make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, write_outputs  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
 from benchmarks.online_classifiers import MAMLClassifier, OnlineSGDClassifier  # noqa: E402
 from gpicl_sklearn import ContextSubsetWarning, GPICLClassifier, load_checkpoint  # noqa: E402
 from training.data import DatasetUnavailableError, load_split  # noqa: E402
@@ -363,7 +362,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "train_sizes": sizes,
         "test_size": args.test_size,
         "repeats": args.repeats,
-        "command": ("python -m benchmarks.classical " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
+        "command": command_line("benchmarks.classical", argv),
         "seconds": time.perf_counter() - start,
     }
     paragraph = where_gpicl_loses(records, checkpoint.model.cfg.max_len - 1)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import sys
 from importlib.resources import as_file, files
 from pathlib import Path
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from sklearn.datasets import make_classification
 
-from benchmarks.common import RESULTS_DIR, write_outputs
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs
 from benchmarks.speed import _median_seconds
 from gpicl_sklearn import GPICLClassifier
 from gpicl_sklearn.checkpoint import BUNDLED, WEIGHTS_NAME
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
                 }
             )
 
-    command = " ".join(["python -m benchmarks.dask_scaling", *(argv if argv is not None else sys.argv[1:])])
+    command = command_line("benchmarks.dask_scaling", argv)
     lines = [
         f"`{command}`",
         "",

@@ -17,7 +17,6 @@ classical learner gains from them.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.common import RESULTS_DIR, write_outputs
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs
 from gpicl_sklearn import GPICLClassifier
 from training.data import load_split
 
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         args.datasets, args.sizes, args.repeats, args.test_size = "mnist", "20,40", 1, 50
     sizes = [int(s) for s in args.sizes.split(",")]
     records = run(args.datasets.split(","), sizes, args.repeats, args.test_size, args.checkpoints.split(","))
-    command = "python -m benchmarks.image_context " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.image_context", argv)
     markdown = "# Image tasks: does reading more rows pay?\n\n" + table(records, command)
     md, _ = write_outputs(args.out, "image_context", markdown, {"command": command, "records": records})
     print(markdown)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.common import command_line
 from gpicl_sklearn import GPICLClassifier
 
 RESULTS = Path(__file__).parent / "results" / "many_classes.md"
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     print(text)
     out = args.out or (None if args.quick else RESULTS)
     if out:
-        command = " ".join(["python -m benchmarks.many_classes", *(sys.argv[1:] if argv is None else argv)])
+        command = command_line("benchmarks.many_classes", argv)
         out.write_text(f"`{command}`\n\n{text}\n")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -37,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.common import command_line
 from gpicl_sklearn import GPICLClassifier
 
 N_CONTEXT = 100  # training rows of the measurement (the default model reads up to 1,023)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     text = run(args.quick, args.repeats, args.device, args.device_rows, args.device_batch)
     print(text)
     if args.out:
-        command = " ".join(["python -m benchmarks.speed", *(sys.argv[1:] if argv is None else argv)])
+        command = command_line("benchmarks.speed", argv)
         args.out.write_text(f"`{command}`\n\n{text}\n")
 
 

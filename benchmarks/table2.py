@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from benchmarks.common import RESULTS_DIR, percent, write_outputs
+from benchmarks.common import RESULTS_DIR, command_line, percent, write_outputs
 from training.data import DatasetUnavailableError, load_dataset
 from training.evaluate import load_run, meta_test, summarise
 from training.online_sgd import OnlineAdamLearner
@@ -325,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.n_tasks < 2:
         parser.error("--n-tasks must be at least 2 (the confidence interval is over tasks)")
 
-    command = "python -m benchmarks.table2 " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.table2", argv)
     protocol = {
         "datasets": datasets,
         "n_tasks": args.n_tasks,

@@ -52,7 +52,6 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 import warnings
 import zlib
@@ -79,7 +78,7 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler 
 from sklearn.svm import SVC  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, write_outputs  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
 from gpicl_sklearn import CheckpointError, ContextSubsetWarning, GPICLClassifier, load_checkpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -747,7 +746,7 @@ def main(argv: list[str] | None = None) -> dict:
             "suite": os.path.relpath(suite_path, REPO_ROOT),
             "reused_from": None if args.reuse is None else str(args.reuse),
             "reused_rows": sum(r["reused"] for r in rows),
-            "command": ("python -m benchmarks.tabular " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
+            "command": command_line("benchmarks.tabular", argv),
             "seconds": time.perf_counter() - start,
         },
         "learners": learner_names,

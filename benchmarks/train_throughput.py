@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks.common import command_line
+
 # (name, batch per GPU, training.train flags): the paper's model at the issue's two sizes.
 SETTINGS = {
     "B=128, 784-d": (128, ["--image-size", "null", "--channels", "1"]),
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     header = f"GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}, torch {torch.__version__}"
-    command = "python -m benchmarks.train_throughput " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("benchmarks.train_throughput", argv)
     text = (
         f"{header}\n\n{table(results)}\n\nTargets (issue #3): <= 2 ms (B=128, 784-d) and <= 8 ms "
         f"(B=512, 3072-d) on one GPU; >= 3.5x on 4 GPUs at a fixed batch per GPU.\n\nMade by `{command.strip()}`.\n"

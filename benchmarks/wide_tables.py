@@ -14,7 +14,6 @@ random draws, 1,000 test rows each; LogisticRegression after a StandardScaler.
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.common import RESULTS_DIR, write_outputs
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs
 from gpicl_sklearn import GPICLClassifier
 
 # (features, informative) of each table
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", help=f"folder for wide_tables.md/.json (default {RESULTS_DIR} unless --quick)")
     args = parser.parse_args(argv)
-    command = " ".join(["python -m benchmarks.wide_tables", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks.wide_tables", argv)
     if args.quick:
         records = run(TABLES[:1], [100], 1, 200)
     else:
