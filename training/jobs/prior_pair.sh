@@ -14,9 +14,10 @@ set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
 mode=${1:?train or decay}; shift
-gpu=0 published=()
+gpu=0 safes=() published=()
 for name in "$@"; do
   safe=$(printf %s "$name" | tr -c 'A-Za-z0-9._-' _) extra=()
+  safes+=("$safe")
   run=runs/prior_$safe
   if [[ $name == *@* ]]; then
     IFS=, read -ra pairs <<< "${name#*@}"
@@ -31,8 +32,7 @@ for name in "$@"; do
   gpu=$((gpu + 1))
 done
 wait
-for name in "$@"; do
-  safe=$(printf %s "$name" | tr -c 'A-Za-z0-9._-' _)
+for safe in "${safes[@]}"; do
   tail -n 4 "runs/prior_$safe.log"
   python -m training.publish --run "runs/prior_$safe" --out "$OUT/$safe"
   cp "runs/prior_$safe/metrics.jsonl" "$OUT/$safe/"  # 4 files a run: $OUT returns 8
