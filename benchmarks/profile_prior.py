@@ -31,17 +31,15 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from training.priors.mixture import PriorConfig, PriorSampler
+from training.priors.mixture import PriorConfig, PriorSampler, load_images
 
 SYNC_OPS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::unique", "aten::_unique2", "aten::masked_select")
 LAUNCHES = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernelEx")
 
 
-def _images(device: torch.device, real: bool, rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _images(cfg: PriorConfig, device: torch.device, real: bool, rows: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if real:
-        from training.data import load_dataset
-
-        return [load_dataset(n, "train", size=None, channels=1, device=device) for n in PriorConfig().image_datasets]
+        return load_images(cfg, "train", device)
     g = torch.Generator().manual_seed(0)
     return [(torch.randn(rows, 784, generator=g).to(device), (torch.arange(rows) % 10).to(device)) for _ in range(2)]
 
@@ -87,7 +85,7 @@ def time_ms(draw, batches: int, device: torch.device) -> float:
 def profile_prior(args: argparse.Namespace) -> str:
     device = torch.device(args.device)
     cfg = PriorConfig(**args.prior)
-    images = _images(device, args.real_images, args.image_rows)
+    images = _images(cfg, device, args.real_images, args.image_rows)
     generator = torch.Generator(device=device).manual_seed(0)
     sampler = PriorSampler(cfg, args.length, args.width, 10, images, generator, seed=0)
     source = None

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from gpicl_sklearn.checkpoint import load_checkpoint
-from training.data import load_dataset
-from training.priors.mixture import PriorConfig, PriorSampler, family_sizes
+from training.priors.mixture import PriorConfig, PriorSampler, family_sizes, load_images
 
 EVAL_SEED = 987_654_321
 ROW_BUCKETS = ((10, 50), (50, 100), (100, 500), (500, 1024))
@@ -45,8 +44,7 @@ def held_out_batches(
     image_split: str = "test",
 ):
     """``n`` batches ``(x, y, used)`` drawn on ``device``, and each sequence's family name."""
-    names = cfg.image_datasets if cfg.weights.get("images", 0) > 0 else ()
-    images = [load_dataset(name, image_split, size=None, channels=1, device=device) for name in names]
+    images = load_images(cfg, image_split, device)
     g = torch.Generator(device).manual_seed(EVAL_SEED)
     sampler = PriorSampler(cfg, length, width, num_slots, images, g, seed=EVAL_SEED)
     families = [name for name, size in family_sizes(cfg.weights, batch_size).items() for _ in range(size)]

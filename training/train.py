@@ -35,7 +35,7 @@ from training.folded import FoldedTransformer
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
 from training.prefetch import Prefetcher
-from training.priors.mixture import PriorSampler
+from training.priors.mixture import PriorSampler, load_images
 from training.progress import Progress, append_record, drop_records_after
 from training.state import find_state, load_state, read_meta, save_state
 from training.stepper import Stepper, on_stream, side_stream
@@ -221,9 +221,7 @@ def train(cfg: TrainConfig) -> nn.Module:
 
     if cfg.prior is not None:
         prior = cfg.prior_config()
-        # Native pixels, one channel: as a user passes MNIST to the estimator.
-        names = prior.image_datasets if prior.weights.get("images", 0) > 0 else ()
-        images = [load_dataset(n, "train", size=None, channels=1, device=device) for n in names]
+        images = load_images(prior, "train", device)
         x = y = None
         in_dim = cfg.out_dim
     else:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from gpicl_sklearn.inputs import draw_layout, fit_input_stats, model_inputs
+from training.data import load_dataset
 from training.priors import clusters, corruptions, mlp, trees
 from training.priors.common import MAX_CLASSES, RawTasks
 from training.priors.images import ImageTasks
@@ -50,6 +51,13 @@ class PriorConfig:
             raise ValueError(f"PriorConfig.weights: unknown families {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ValueError(f"PriorConfig.weights must be non-negative with a positive sum, got {self.weights}")
+
+
+def load_images(cfg: PriorConfig, split: str, device) -> list[tuple[Tensor, Tensor]]:
+    """The datasets the image tasks draw from (none without image tasks): native pixels,
+    one channel, as a user passes MNIST to the estimator."""
+    names = cfg.image_datasets if cfg.weights.get("images", 0) > 0 else ()
+    return [load_dataset(name, split, size=None, channels=1, device=device) for name in names]
 
 
 def family_sizes(weights: dict, batch_size: int) -> dict[str, int]:
