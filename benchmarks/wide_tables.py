@@ -29,13 +29,16 @@ from gpicl_sklearn import GPICLClassifier
 
 # (features, informative) of each table
 TABLES = ((300, 150), (1000, 10), (2000, 40))
-LEARNERS = {
-    "GPICL": lambda seed: GPICLClassifier(random_state=seed),
-    "LogisticRegression": lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
-}
 
 
-def run(tables, sizes, repeats: int, n_test: int) -> list[dict]:
+def learners(checkpoints: list[str]) -> dict:
+    """One GPICL learner per checkpoint (``GPICL (<checkpoint>)``), then LogisticRegression."""
+    made = {f"GPICL ({c})": (lambda seed, c=c: GPICLClassifier(checkpoint=c, random_state=seed)) for c in checkpoints}
+    made["LogisticRegression"] = lambda seed: make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return made
+
+
+def run(tables, sizes, repeats: int, n_test: int, checkpoints: list[str]) -> list[dict]:
     records = []
     for t, (features, informative) in enumerate(tables):
         X, y = make_classification(
@@ -45,7 +48,7 @@ def run(tables, sizes, repeats: int, n_test: int) -> list[dict]:
             for repeat in range(repeats):
                 order = np.random.default_rng(repeat).permutation(len(X))
                 train, test = order[:size], order[size : size + n_test]
-                for name, make in LEARNERS.items():
+                for name, make in learners(checkpoints).items():
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", ConvergenceWarning)
                         accuracy = make(repeat).fit(X[train], y[train]).score(X[test], y[test])
@@ -57,18 +60,19 @@ def run(tables, sizes, repeats: int, n_test: int) -> list[dict]:
 
 
 def table(records: list[dict], command: str) -> str:
+    names = list(dict.fromkeys(r["learner"] for r in records))
     lines = [
         f"`{command}`",
         "",
         "Mean accuracy over the draws (3 classes, chance 0.33):",
         "",
-        "| features (informative) | rows | " + " | ".join(LEARNERS) + " |",
-        "|---|---:|" + "---:|" * len(LEARNERS),
+        "| features (informative) | rows | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
     ]
     keys = sorted({(r["features"], r["informative"], r["size"]) for r in records})
     for features, informative, size in keys:
         cells = []
-        for name in LEARNERS:
+        for name in names:
             key = (features, informative, size, name)
             acc = [r["accuracy"] for r in records if (r["features"], r["informative"], r["size"], r["learner"]) == key]
             cells.append(f"{np.mean(acc):.3f}")
@@ -80,13 +84,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.wide_tables", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: one 300-feature table, 100 rows, 1 draw")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--checkpoints", default="default", help="comma-separated checkpoints, one GPICL learner each")
     parser.add_argument("--out", help=f"folder for wide_tables.md/.json (default {RESULTS_DIR} unless --quick)")
     args = parser.parse_args(argv)
     command = command_line("benchmarks.wide_tables", argv)
+    checkpoints = args.checkpoints.split(",")
     if args.quick:
-        records = run(TABLES[:1], [100], 1, 200)
+        records = run(TABLES[:1], [100], 1, 200, checkpoints)
     else:
-        records = run(TABLES, [100, 500], args.repeats, 1000)
+        records = run(TABLES, [100, 500], args.repeats, 1000, checkpoints)
     text = table(records, command)
     print(text)
     out = args.out or (None if args.quick else RESULTS_DIR)

@@ -267,9 +267,9 @@ def test_image_context_quick_compares_sizes(tmp_path, monkeypatch, tiny_checkpoi
     assert "gain 8 -> 40" in text
 
 
-def test_wide_tables_quick_scores_both_learners(tmp_path):
-    wide_tables.main(["--quick", "--out", str(tmp_path)])
+def test_wide_tables_quick_scores_every_checkpoint(tmp_path, tiny_checkpoint):
+    wide_tables.main(["--quick", "--checkpoints", f"default,{tiny_checkpoint}", "--out", str(tmp_path)])
     records = json.loads((tmp_path / "wide_tables.json").read_text())["records"]
-    assert {r["learner"] for r in records} == {"GPICL", "LogisticRegression"}
+    assert {r["learner"] for r in records} == {"GPICL (default)", f"GPICL ({tiny_checkpoint})", "LogisticRegression"}
     assert all(r["features"] == 300 and 0 <= r["accuracy"] <= 1 for r in records)
     assert "| 300 (150) | 100 |" in (tmp_path / "wide_tables.md").read_text()
