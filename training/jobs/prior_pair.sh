@@ -6,15 +6,17 @@
 # A run NAME@flag=value,flag=value adds flags to its config (8x256@lr=3e-4 runs
 # prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4, every character
 # but letters, digits and ._- made _; e.g. 8x256_qk@prior={"max_features":300} for wider tables).
-# MINUTES (default 8) of training per call; INIT_FROM (optional): a new run starts from these
-# checkpoint weights (a resume ignores it). Then each run's fp16 weights are published to
+# GPUS_PER_RUN (default 1): a run of several GPUs trains data-parallel under torchrun (each
+# GPU draws its own tasks: batch_size x GPUS_PER_RUN sequences per step). MINUTES (default 8)
+# of training per call; INIT_FROM (optional): a new run starts from these checkpoint weights
+# (a resume ignores it). Then each run's fp16 weights are published to
 # $OUT/<run folder name>/ (model.safetensors, config.json, README.md) with its metrics;
 # EVAL=1 then scores them beside the bundled default on held-out prior draws (training/prior_eval.py).
 set -eu -o pipefail
 export GPICL_DATA_ROOT=${GPICL_DATA_ROOT:-$PWD/data_cache} PYTHONUNBUFFERED=1
 OUT=${OUT:-runs/out}; mkdir -p runs "$OUT"
 mode=${1:?train or decay}; shift
-gpu=0 safes=() published=()
+per=${GPUS_PER_RUN:-1} gpu=0 safes=() published=()
 for name in "$@"; do
   safe=$(printf %s "$name" | tr -c 'A-Za-z0-9._-' _) extra=()
   safes+=("$safe")
@@ -27,9 +29,11 @@ for name in "$@"; do
     at=$(python -c "from training.state import find_state, read_meta; print(read_meta(find_state('$run/state'))['step'])")
     extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05)
   fi
-  CUDA_VISIBLE_DEVICES=$gpu python -m training.train --config "training/configs/prior_${name%%@*}.json" \
+  launch=(python) gpus=$(seq -s, "$gpu" $((gpu + per - 1)))
+  [ "$per" -gt 1 ] && launch=(torchrun --standalone --nproc-per-node "$per")
+  CUDA_VISIBLE_DEVICES=$gpus "${launch[@]}" -m training.train --config "training/configs/prior_${name%%@*}.json" \
     --out-dir "$run" --max-minutes "${MINUTES:-8}" ${INIT_FROM:+--init-from "$INIT_FROM"} "${extra[@]}" >> "$run.log" 2>&1 &
-  gpu=$((gpu + 1))
+  gpu=$((gpu + per))
 done
 wait
 for safe in "${safes[@]}"; do
