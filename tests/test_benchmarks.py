@@ -7,13 +7,24 @@ neither a GPU run nor dataset files (the "random" dataset is generated).
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 from conftest import write_run, write_tiny_mnist
 
-from benchmarks import classical, curves, image_context, normalisation, profile_step, table2, tabular, wide_tables
+from benchmarks import (
+    classical,
+    curves,
+    image_context,
+    normalisation,
+    profile_step,
+    table2,
+    tabular,
+    task_transition,
+    wide_tables,
+)
 from training.learners import build_learner
 from training.maml_init import export_maml_init
 
@@ -273,3 +284,17 @@ def test_wide_tables_quick_scores_every_checkpoint(tmp_path, tiny_checkpoint):
     assert {r["learner"] for r in records} == {"GPICL (default)", f"GPICL ({tiny_checkpoint})", "LogisticRegression"}
     assert all(r["features"] == 300 and 0 <= r["accuracy"] <= 1 for r in records)
     assert "| 300 (150) | 100 |" in (tmp_path / "wide_tables.md").read_text()
+
+
+def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_path, monkeypatch):
+    root = write_tiny_mnist(tmp_path / "data", n_train=200, n_test=80)
+    shutil.copytree(root / "mnist", root / "fashion_mnist")
+    monkeypatch.setenv("GPICL_DATA_ROOT", str(root))
+    task_transition.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "task_transition.json").read_text())["records"]
+    assert {(r["learner"], r["tasks"]) for r in records} == {(n, k) for n in ("transformer", "mlp") for k in (4, None)}
+    for r in records:
+        assert ("seen" in r) == (r["tasks"] is not None)  # K = infinity has no seen tasks
+        assert all(0 <= r[s]["acc"] <= 1 for s in ("unseen", "fashion_mnist")) and np.isfinite(r["final_loss"])
+    assert (tmp_path / "task_transition.png").stat().st_size > 0
+    assert "| transformer (seed 0) |" in (tmp_path / "task_transition.md").read_text()

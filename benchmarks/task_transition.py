@@ -1,0 +1,201 @@
+"""Memorisation, task identification, general learning: accuracy against the number of meta-training tasks.
+
+    python -m benchmarks.task_transition                  # writes benchmarks/results/task_transition.{md,json,png}
+    python -m benchmarks.task_transition --quick --out /tmp/tt    # smoke run (CI)
+
+The paper's Fig. 2 / 4 / 11 (Kirsch et al., 2022): a learner meta-trained on ``K`` tasks
+(random projections and label permutations of MNIST, Alg. 1) memorises them when ``K`` is
+small, and learns to learn, i.e. generalises to unseen tasks and datasets, when ``K`` is large
+(about ``2**13`` for their Transformer); an MLP sees one token at a time, so it can only
+memorise (its capacity grows with its parameters). For each learner and ``K`` this trains
+one run with ``training.train`` and meta-tests it:
+
+* **seen**: the first ``min(K, n_tasks)`` training tasks, on the MNIST train split;
+* **unseen**: fresh tasks on the MNIST test split;
+* **fashion_mnist**: fresh tasks on the FashionMNIST test split (an unseen dataset).
+
+Accuracy is the mean over the last 10 positions of each sequence; *improvement* is that
+minus the accuracy of the first prediction (made with an empty context): in-context learning
+is what makes it positive. The grid is coarser and the models smaller than the paper's (8 x 8
+MNIST, 64 features, short runs on CPU by default): ``--image-size``, ``--steps`` and the
+learner sizes scale it up on a GPU. Runs go to ``--work-dir`` and are reused when their
+config is unchanged (training resumes or is skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_dataset  # noqa: E402
+from training.evaluate import meta_test  # noqa: E402
+from training.train import train  # noqa: E402
+
+LEARNER_KWARGS = {
+    "transformer": {"d_model": 64, "n_layers": 2, "n_heads": 4, "head_dim": 16},
+    "mlp": {"hidden_size": 256, "num_hidden_layers": 2},
+}
+SPLITS = (("seen", "mnist", "train"), ("unseen", "mnist", "test"), ("fashion_mnist", "fashion_mnist", "test"))
+LAST = 10  # accuracy over the last LAST positions
+
+
+def parse_tasks(text: str) -> list[int | None]:
+    """``"4,64,inf"`` -> ``[4, 64, None]`` (``None``: a fresh task for every sequence)."""
+    return [None if t.strip() in ("inf", "infinity") else int(t) for t in text.split(",")]
+
+
+def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namespace) -> TrainConfig:
+    name = f"{learner}_K{'inf' if tasks is None else tasks}_s{seed}"
+    return TrainConfig(
+        dataset="mnist",
+        image_size=args.image_size,
+        channels=1,
+        length=args.length,
+        num_tasks=tasks,
+        biased_steps=args.biased_steps,
+        learner=learner,
+        learner_kwargs=LEARNER_KWARGS[learner],
+        batch_size=args.batch_size,
+        steps=args.steps,
+        seed=seed,
+        task_seed=seed,
+        bf16=False,
+        out_dir=str(Path(args.work_dir) / name),
+        log_every=max(1, args.steps // 20),
+        ckpt_every=args.steps,
+        eval_every=10**9,
+        eval_datasets=(),
+    )
+
+
+def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int, device: str) -> dict:
+    """Train (or resume) one run, then meta-test it on seen tasks, unseen tasks and FashionMNIST."""
+    torch.set_num_threads(1)
+    learner = train(cfg).eval()
+    dev = torch.device(device)
+    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, "steps": cfg.steps}
+    log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    record["final_loss"] = float(np.mean(losses[-3:]))
+    record["parameters"] = sum(p.numel() for p in learner.parameters())
+    for label, dataset, split in SPLITS:
+        if label == "seen" and cfg.num_tasks is None:
+            continue  # with K = infinity no task is seen twice
+        x, y = load_dataset(dataset, split, size=cfg.image_size, channels=cfg.channels, device=dev)
+        ids = list(range(min(cfg.num_tasks, n_tasks))) if label == "seen" else None
+        with torch.no_grad():
+            correct = meta_test(
+                learner,
+                x,
+                y,
+                out_dim=x.shape[1],
+                n_tasks=n_tasks,
+                n_seqs=n_seqs,
+                length=cfg.length,
+                seed=cfg.seed,
+                task_ids=ids,
+                task_seed=cfg.task_seed,
+            )
+        acc = correct.mean(axis=(0, 1))
+        record[label] = {"acc": float(acc[-LAST:].mean()), "improvement": float(acc[-LAST:].mean() - acc[0])}
+    return record
+
+
+def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str:
+    lines = [
+        f"`{command}`",
+        "",
+        f"MNIST at {args.image_size} x {args.image_size} ({args.image_size**2} features), sequences of "
+        f"{args.length}, {args.steps} steps of {args.batch_size} sequences, biased permutations for the first "
+        f"{args.biased_steps} steps; meta-test {args.n_tasks} tasks x {args.n_seqs} sequences. Accuracy: mean "
+        f"of the last {LAST} positions; improvement: that minus the first prediction's accuracy (points).",
+        "",
+        "| learner | parameters | K | final loss | seen | unseen | fashion_mnist | improvement (unseen) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in records:
+        seen = f"{100 * r['seen']['acc']:.1f}" if "seen" in r else "-"
+        k = "inf" if r["tasks"] is None else f"2^{round(math.log2(r['tasks']))}"
+        lines.append(
+            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k} | {r['final_loss']:.3f} | {seen} | "
+            f"{100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
+            f"{100 * r['unseen']['improvement']:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(records: list[dict], path: Path) -> None:
+    learners = list(dict.fromkeys(r["learner"] for r in records))
+    fig, axes = plt.subplots(1, len(learners), figsize=(5 * len(learners), 3.8), squeeze=False, sharey=True)
+    finite = [r["tasks"] for r in records if r["tasks"] is not None]
+    inf_x = 2 * max(finite) if finite else 2  # K = infinity drawn to the right of the largest K
+    for ax, learner in zip(axes[0], learners, strict=True):
+        rows = [r for r in records if r["learner"] == learner]
+        for label, _, _ in SPLITS:
+            at = [(inf_x if r["tasks"] is None else r["tasks"], 100 * r[label]["acc"]) for r in rows if label in r]
+            pts = sorted(at)
+            ax.plot(*zip(*pts, strict=True), "o-", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_title(learner)
+        ax.set_xlabel("meta-training tasks K (rightmost: infinity)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"accuracy, last {LAST} positions (%)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.task_transition", description=__doc__.splitlines()[0])
+    parser.add_argument("--learners", default="transformer,mlp")
+    parser.add_argument("--tasks", default="4,64,1024,16384,inf", help="K values, comma-separated; inf = a fresh task")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=8)
+    parser.add_argument("--biased-steps", type=int, default=1000)
+    parser.add_argument("--n-tasks", type=int, default=16)
+    parser.add_argument("--n-seqs", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="meta-test device (training picks cuda when available)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument("--work-dir", default="runs/task_transition")
+    parser.add_argument("--quick", action="store_true", help="smoke run: K in {4, inf}, 20 steps, tiny meta-test")
+    parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.steps, args.length, args.biased_steps, args.n_tasks, args.n_seqs = "4,inf", 20, 20, 10, 2, 2
+    command = command_line("benchmarks.task_transition", argv)
+    configs = [
+        run_config(learner, tasks, int(seed), args)
+        for learner in args.learners.split(",")
+        for tasks in parse_tasks(args.tasks)
+        for seed in args.seeds.split(",")
+    ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = [pool.submit(measure, cfg, args.n_tasks, args.n_seqs, args.device) for cfg in configs]
+        records = [f.result() for f in futures]
+    text = markdown(records, command, args)
+    print(text)
+    out = args.out or (None if args.quick else RESULTS_DIR)
+    if out:
+        data = {"command": command, "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+        write_outputs(Path(out), "task_transition", text, data | {"records": records})
+        figure(records, Path(out) / "task_transition.png")
+
+
+if __name__ == "__main__":
+    main()
