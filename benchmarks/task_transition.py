@@ -85,9 +85,10 @@ def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int, device: str) -> dict:
     torch.set_num_threads(1)
     learner = train(cfg).eval()
     dev = torch.device(device)
-    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, "steps": cfg.steps}
     log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
+    # The steps the run has taken: a reused run may be past a smaller --steps.
+    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, "steps": max(r["step"] for r in log)}
     record["final_loss"] = float(np.mean(losses[-3:]))
     record["parameters"] = sum(p.numel() for p in learner.parameters())
     for label, dataset, split in SPLITS:
@@ -118,19 +119,19 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         f"`{command}`",
         "",
         f"MNIST at {args.image_size} x {args.image_size} ({args.image_size**2} features), sequences of "
-        f"{args.length}, {args.steps} steps of {args.batch_size} sequences, biased permutations for the first "
+        f"{args.length}, {args.batch_size} sequences per step, biased permutations for the first "
         f"{args.biased_steps} steps; meta-test {args.n_tasks} tasks x {args.n_seqs} sequences. Accuracy: mean "
         f"of the last {LAST} positions; improvement: that minus the first prediction's accuracy (points).",
         "",
-        "| learner | parameters | K | final loss | seen | unseen | fashion_mnist | improvement (unseen) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| learner | parameters | K | steps | final loss | seen | unseen | fashion_mnist | improvement (unseen) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         seen = f"{100 * r['seen']['acc']:.1f}" if "seen" in r else "-"
         k = "inf" if r["tasks"] is None else f"2^{round(math.log2(r['tasks']))}"
         lines.append(
-            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k} | {r['final_loss']:.3f} | {seen} | "
-            f"{100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
+            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k} | {r['steps']} | {r['final_loss']:.3f} | "
+            f"{seen} | {100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
             f"{100 * r['unseen']['improvement']:+.1f} |"
         )
     return "\n".join(lines)
