@@ -80,11 +80,11 @@ def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namesp
     )
 
 
-def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int, device: str) -> dict:
+def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
     """Train (or resume) one run, then meta-test it on seen tasks, unseen tasks and FashionMNIST."""
     torch.set_num_threads(1)
     learner = train(cfg).eval()
-    dev = torch.device(device)
+    dev = next(learner.parameters()).device  # where training ran (CUDA when available)
     log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log if "loss" in r]
     # The steps the run has taken: a reused run may be past a smaller --steps.
@@ -171,7 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--biased-steps", type=int, default=1000)
     parser.add_argument("--n-tasks", type=int, default=16)
     parser.add_argument("--n-seqs", type=int, default=16)
-    parser.add_argument("--device", default="cpu", help="meta-test device (training picks cuda when available)")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--work-dir", default="runs/task_transition")
     parser.add_argument("--quick", action="store_true", help="smoke run: K in {4, inf}, 20 steps, tiny meta-test")
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds.split(",")
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(measure, cfg, args.n_tasks, args.n_seqs, args.device) for cfg in configs]
+        futures = [pool.submit(measure, cfg, args.n_tasks, args.n_seqs) for cfg in configs]
         records = [f.result() for f in futures]
     text = markdown(records, command, args)
     print(text)
