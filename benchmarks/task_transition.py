@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import matplotlib
@@ -159,11 +159,29 @@ def figure(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.task_transition", description=__doc__.splitlines()[0])
-    parser.add_argument("--learners", default="transformer,mlp")
-    parser.add_argument("--tasks", default="4,64,1024,16384,inf", help="K values, comma-separated; inf = a fresh task")
-    parser.add_argument("--seeds", default="0")
+def measure_all(configs: list[TrainConfig], args: argparse.Namespace) -> list[dict]:
+    """:func:`measure` every run, ``args.jobs`` at once; each record is printed as soon as it is in."""
+    records: list[dict] = [{}] * len(configs)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futures = {pool.submit(measure, cfg, args.n_tasks, args.n_seqs): i for i, cfg in enumerate(configs)}
+        for future in as_completed(futures):
+            records[futures[future]] = future.result()
+            print(json.dumps(records[futures[future]]), flush=True)
+    return records
+
+
+def report(stem: str, records: list[dict], text: str, command: str, args: argparse.Namespace, draw) -> None:
+    """Print the table; write ``<stem>.md/.json/.png`` (``draw(records, path)`` makes the figure) to ``--out``."""
+    print(text)
+    out = args.out or (None if args.quick else RESULTS_DIR)
+    if out:
+        data = {"command": command, "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+        write_outputs(Path(out), stem, text, data | {"records": records})
+        draw(records, Path(out) / f"{stem}.png")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options that shape each run and its meta-test (shared with :mod:`benchmarks.bimodality`)."""
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--length", type=int, default=100)
@@ -173,8 +191,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
     parser.add_argument("--work-dir", default="runs/task_transition")
-    parser.add_argument("--quick", action="store_true", help="smoke run: K in {4, inf}, 20 steps, tiny meta-test")
     parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.task_transition", description=__doc__.splitlines()[0])
+    parser.add_argument("--learners", default="transformer,mlp")
+    parser.add_argument("--tasks", default="4,64,1024,16384,inf", help="K values, comma-separated; inf = a fresh task")
+    parser.add_argument("--seeds", default="0")
+    add_run_options(parser)
+    parser.add_argument("--quick", action="store_true", help="smoke run: K in {4, inf}, 20 steps, tiny meta-test")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.steps, args.length, args.biased_steps, args.n_tasks, args.n_seqs = "4,inf", 20, 20, 10, 2, 2
@@ -185,16 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         for tasks in parse_tasks(args.tasks)
         for seed in args.seeds.split(",")
     ]
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(measure, cfg, args.n_tasks, args.n_seqs) for cfg in configs]
-        records = [f.result() for f in futures]
-    text = markdown(records, command, args)
-    print(text)
-    out = args.out or (None if args.quick else RESULTS_DIR)
-    if out:
-        data = {"command": command, "settings": {k: v for k, v in vars(args).items() if k != "out"}}
-        write_outputs(Path(out), "task_transition", text, data | {"records": records})
-        figure(records, Path(out) / "task_transition.png")
+    records = measure_all(configs, args)
+    report("task_transition", records, markdown(records, command, args), command, args, figure)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import torch
 from conftest import write_run, write_tiny_mnist
 
 from benchmarks import (
+    bimodality,
     classical,
     curves,
     image_context,
@@ -286,10 +287,16 @@ def test_wide_tables_quick_scores_every_checkpoint(tmp_path, tiny_checkpoint):
     assert "| 300 (150) | 100 |" in (tmp_path / "wide_tables.md").read_text()
 
 
-def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_path, monkeypatch):
+@pytest.fixture
+def mnist_and_another(tmp_path, monkeypatch):
+    """GPICL_DATA_ROOT with a tiny MNIST and a copy of it as FashionMNIST (train and test splits)."""
     root = write_tiny_mnist(tmp_path / "data", n_train=200, n_test=80)
     shutil.copytree(root / "mnist", root / "fashion_mnist")
     monkeypatch.setenv("GPICL_DATA_ROOT", str(root))
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_path):
     task_transition.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
     records = json.loads((tmp_path / "task_transition.json").read_text())["records"]
     assert {(r["learner"], r["tasks"]) for r in records} == {(n, k) for n in ("transformer", "mlp") for k in (4, None)}
@@ -298,3 +305,18 @@ def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_pa
         assert all(0 <= r[s]["acc"] <= 1 for s in ("unseen", "fashion_mnist")) and np.isfinite(r["final_loss"])
     assert (tmp_path / "task_transition.png").stat().st_size > 0
     assert "| transformer (seed 0) |" in (tmp_path / "task_transition.md").read_text()
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_bimodality_quick_trains_every_seed_of_every_k(tmp_path):
+    bimodality.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "bimodality.json").read_text())["records"]
+    assert [(r["tasks"], r["seed"]) for r in records] == [(4, 0), (4, 1)]
+    assert all(np.isfinite(r["final_loss"]) and 0 <= r["seen"]["acc"] <= 1 for r in records)
+    assert (tmp_path / "bimodality.png").stat().st_size > 0
+    assert "| 2^2 | 2 |" in (tmp_path / "bimodality.md").read_text()
+
+
+def test_bimodality_refuses_infinite_k():
+    with pytest.raises(SystemExit):
+        bimodality.main(["--tasks", "inf"])

@@ -255,6 +255,14 @@ def test_publish_writes_a_loadable_checkpoint_with_metrics(tiny_run, tmp_path):
     assert len(curves["acc"]) == 10 and curves["final_acc"] == metrics["final_acc"]["mnist"]
 
 
+def test_model_cards_name_the_weights_a_run_started_from():
+    cfg = {"init_from": None, "prior": {}, "input_dim": 8, "length": 10, "learner": "transformer"}
+    cfg |= {"learner_kwargs": {}, "batch_size": 2, "optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant"}
+    cfg |= {"warmup_steps": 0, "decay_steps": 0, "min_lr_ratio": 0.1, "grad_clip": 1.0, "seed": 0, "world_size": 1}
+    assert "Started from" not in publish.prior_card(cfg, 5, "cmd")
+    assert "Started from the weights of `ckpts/old`" in publish.prior_card(cfg | {"init_from": "ckpts/old"}, 5, "cmd")
+
+
 def test_publish_from_a_checkpoint_re_evaluates_the_shipped_weights(tiny_run, tmp_path):
     args = ["--datasets", "mnist", "--n-tasks", "2", "--n-seqs", "2", "--device", "cpu"]
     first, second = tmp_path / "first", tmp_path / "second"

@@ -463,6 +463,9 @@ def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_
     expected = load_checkpoint(published).model.state_dict()
     for name, value in resumed.state_dict().items():
         torch.testing.assert_close(value, expected[name])
+    # Later jobs resume without the flag; the run's record still names the weights it started from.
+    train(tiny_config(tmp_path / "b", steps=6))
+    assert read_meta(tmp_path / "b" / "state")["config"]["init_from"] == str(published)
 
 
 def test_decay_config_continues_a_copy_of_a_run_down_to_the_lr_floor(env_root, tmp_path):

@@ -48,6 +48,12 @@ def _bias_text(cfg: dict) -> str:
     return share if until is None else f"{share} for the first {until} steps, none after"
 
 
+def _start_text(cfg: dict) -> str:
+    """The card's line on where the weights began: a run ``init_from`` a checkpoint continues its training."""
+    origin = cfg.get("init_from")
+    return f"\n- Started from the weights of `{origin}` (optimiser restarted)." if origin else ""
+
+
 def model_card(cfg: dict, step: int, results: dict, protocol: dict, command: str) -> str:
     world = cfg["world_size"]
     notes = "\n".join(f"- {name}: {text}" for name, text in FOOTNOTES.items() if name in results)
@@ -74,7 +80,7 @@ Learning by Meta-Learning Transformers") for `gpicl_sklearn.GPICLClassifier`.
 - Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])} (paper defaults unless listed).
 - {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs = {cfg["batch_size"] * world} per step;
   {cfg["optimizer"]} lr {cfg["lr"]} ({schedule}
-  to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
+  to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.{_start_text(cfg)}
 - Full training config: `config.json`, entry `training.config`.
 
 ## Meta-test (unseen tasks, test splits)
@@ -108,7 +114,7 @@ def upload(folder: Path, repo_id: str) -> str:
 
 
 def prior_card(cfg: dict, step: int, command: str) -> str:
-    world = cfg["world_size"]
+    world, start = cfg["world_size"], _start_text(cfg)
     return f"""---
 library_name: gpicl-sklearn
 tags: [in-context-learning, meta-learning, scikit-learn, tabular-classification]
@@ -128,7 +134,7 @@ A general-purpose in-context classifier for `gpicl_sklearn.GPICLClassifier`, met
 - Learner: `{cfg["learner"]}` {json.dumps(cfg["learner_kwargs"])}.
 - {step} steps of {cfg["batch_size"]} sequences per GPU x {world} GPUs;
   {cfg["optimizer"]} lr {cfg["lr"]} ({cfg["lr_schedule"]}, warm-up {cfg["warmup_steps"]}, final decay
-  {cfg["decay_steps"]} steps to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.
+  {cfg["decay_steps"]} steps to {cfg["min_lr_ratio"]}x), grad-clip {cfg["grad_clip"]}, bf16; seed {cfg["seed"]}.{start}
 
 ## Evaluation
 On real tables and images through the estimator: `python -m benchmarks.tabular`

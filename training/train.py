@@ -172,6 +172,8 @@ def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, gen
         if saved["world_size"] != procs.world:
             raise ValueError(f"{found} was written by {saved['world_size']} processes; resume with as many")
         changes = resume_changes(saved, cfg)
+        if cfg.init_from is None:  # a resume keeps the record of the weights the run started from
+            cfg.init_from = saved.get("init_from")
         step, rng = load_state(found, learner, optimizer)
         generator.set_state(rng[procs.rank])
         if _uses_graph(cfg, procs.device):  # load_state_dict replaced the device lr with a float
