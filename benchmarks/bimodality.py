@@ -63,10 +63,12 @@ def figure(records: list[dict], path: Path) -> None:
     """Left: final loss of every seed against K (the paper's Fig. 5); right: unseen accuracy against final loss."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     jitter = np.random.default_rng(0)
-    for r in records:
-        x = np.log2(r["tasks"]) + jitter.uniform(-0.08, 0.08)
-        left.plot(x, r["final_loss"], "o", color="C0", alpha=0.7)
-        right.plot(r["final_loss"], 100 * r["unseen"]["acc"], "o", color=f"C{round(np.log2(r['tasks'])) % 10}")
+    for i, k in enumerate(sorted({r["tasks"] for r in records})):
+        rows = [r for r in records if r["tasks"] == k]
+        loss = [r["final_loss"] for r in rows]
+        left.plot(np.log2(k) + jitter.uniform(-0.08, 0.08, len(rows)), loss, "o", color=f"C{i}", alpha=0.7)
+        right.plot(loss, [100 * r["unseen"]["acc"] for r in rows], "o", color=f"C{i}", label=f"K = 2^{np.log2(k):.0f}")
+    right.legend()
     left.set_xlabel("log2 K (meta-training tasks)")
     left.set_ylabel("final training loss")
     right.set_xlabel("final training loss")
