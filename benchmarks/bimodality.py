@@ -32,6 +32,11 @@ from benchmarks.common import command_line  # noqa: E402
 from benchmarks.task_transition import add_run_options, measure_all, parse_tasks, report, run_config  # noqa: E402
 
 
+def k_label(k: int) -> str:
+    """``2^10`` for a power of two, else the number (a finer grid near the transition)."""
+    return f"2^{k.bit_length() - 1}" if k & (k - 1) == 0 else str(k)
+
+
 def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str:
     lines = [
         f"`{command}`",
@@ -49,7 +54,7 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         losses = " / ".join(f"{r['final_loss']:.3f}" for r in sorted(rows, key=lambda r: r["final_loss"]))
         unseen = " / ".join(f"{100 * a:.1f}" for a in sorted(r["unseen"]["acc"] for r in rows))
         general = sum(r["unseen"]["acc"] >= args.general_at for r in rows)
-        lines.append(f"| 2^{round(np.log2(k))} | {len(rows)} | {general} | {losses} | {unseen} |")
+        lines.append(f"| {k_label(k)} | {len(rows)} | {general} | {losses} | {unseen} |")
     lines += [
         "",
         "Per seed; the gains are the last positions' accuracy minus the first prediction's (points): a gain on",
@@ -61,7 +66,7 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
     for r in records:
         seen, unseen = r["seen"], r["unseen"]
         lines.append(
-            f"| 2^{round(np.log2(r['tasks']))} | {r['seed']} | {r['final_loss']:.3f} | {100 * seen['acc']:.1f} | "
+            f"| {k_label(r['tasks'])} | {r['seed']} | {r['final_loss']:.3f} | {100 * seen['acc']:.1f} | "
             f"{100 * seen['improvement']:+.1f} | {100 * unseen['acc']:.1f} | {100 * unseen['improvement']:+.1f} | "
             f"{100 * r['fashion_mnist']['acc']:.1f} |"
         )
@@ -76,7 +81,7 @@ def figure(records: list[dict], path: Path) -> None:
         rows = [r for r in records if r["tasks"] == k]
         loss = [r["final_loss"] for r in rows]
         left.plot(np.log2(k) + jitter.uniform(-0.08, 0.08, len(rows)), loss, "o", color=f"C{i}", alpha=0.7)
-        right.plot(loss, [100 * r["unseen"]["acc"] for r in rows], "o", color=f"C{i}", label=f"K = 2^{np.log2(k):.0f}")
+        right.plot(loss, [100 * r["unseen"]["acc"] for r in rows], "o", color=f"C{i}", label=f"K = {k_label(k)}")
     right.legend()
     left.set_xlabel("log2 K (meta-training tasks)")
     left.set_ylabel("final training loss")
