@@ -29,12 +29,19 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 
 from benchmarks.common import command_line  # noqa: E402
-from benchmarks.task_transition import add_run_options, measure_all, parse_tasks, report, run_config  # noqa: E402
+from benchmarks.task_transition import (  # noqa: E402
+    add_run_options,
+    k_label,
+    measure_all,
+    parse_tasks,
+    report,
+    run_config,
+)
 
 
-def k_label(k: int) -> str:
-    """``2^10`` for a power of two, else the number (a finer grid near the transition)."""
-    return f"2^{k.bit_length() - 1}" if k & (k - 1) == 0 else str(k)
+def by_k(records: list[dict]) -> dict[int, list[dict]]:
+    """The records of each ``K``, in increasing ``K``."""
+    return {k: [r for r in records if r["tasks"] == k] for k in sorted({r["tasks"] for r in records})}
 
 
 def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str:
@@ -49,8 +56,7 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         "| K | seeds | general learners | final loss, each seed (sorted) | unseen accuracy, each seed (sorted) |",
         "|---:|---:|---:|---|---|",
     ]
-    for k in sorted({r["tasks"] for r in records}):
-        rows = [r for r in records if r["tasks"] == k]
+    for k, rows in by_k(records).items():
         losses = " / ".join(f"{r['final_loss']:.3f}" for r in sorted(rows, key=lambda r: r["final_loss"]))
         unseen = " / ".join(f"{100 * a:.1f}" for a in sorted(r["unseen"]["acc"] for r in rows))
         general = sum(r["unseen"]["acc"] >= args.general_at for r in rows)
@@ -77,8 +83,7 @@ def figure(records: list[dict], path: Path) -> None:
     """Left: final loss of every seed against K (the paper's Fig. 5); right: unseen accuracy against final loss."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     jitter = np.random.default_rng(0)
-    for i, k in enumerate(sorted({r["tasks"] for r in records})):
-        rows = [r for r in records if r["tasks"] == k]
+    for i, (k, rows) in enumerate(by_k(records).items()):
         loss = [r["final_loss"] for r in rows]
         left.plot(np.log2(k) + jitter.uniform(-0.08, 0.08, len(rows)), loss, "o", color=f"C{i}", alpha=0.7)
         right.plot(loss, [100 * r["unseen"]["acc"] for r in rows], "o", color=f"C{i}", label=f"K = {k_label(k)}")

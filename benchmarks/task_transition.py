@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -54,6 +53,13 @@ LAST = 10  # accuracy over the last LAST positions
 def parse_tasks(text: str) -> list[int | None]:
     """``"4,64,inf"`` -> ``[4, 64, None]`` (``None``: a fresh task for every sequence)."""
     return [None if t.strip() in ("inf", "infinity") else int(t) for t in text.split(",")]
+
+
+def k_label(k: int | None) -> str:
+    """``2^10`` for a power of two, ``inf`` for a fresh task per sequence, else the number (a finer grid)."""
+    if k is None:
+        return "inf"
+    return f"2^{k.bit_length() - 1}" if k & (k - 1) == 0 else str(k)
 
 
 def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namespace) -> TrainConfig:
@@ -128,9 +134,9 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
     ]
     for r in records:
         seen = f"{100 * r['seen']['acc']:.1f}" if "seen" in r else "-"
-        k = "inf" if r["tasks"] is None else f"2^{round(math.log2(r['tasks']))}"
         lines.append(
-            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k} | {r['steps']} | {r['final_loss']:.3f} | "
+            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k_label(r['tasks'])} | {r['steps']} | "
+            f"{r['final_loss']:.3f} | "
             f"{seen} | {100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
             f"{100 * r['unseen']['improvement']:+.1f} |"
         )

@@ -317,8 +317,8 @@ def test_bimodality_quick_trains_every_seed_of_every_k(tmp_path):
     assert "| 2^2 | 2 |" in (tmp_path / "bimodality.md").read_text()
 
 
-def test_bimodality_labels_powers_of_two_and_a_finer_grid():
-    assert [bimodality.k_label(k) for k in (4, 1024, 1500)] == ["2^2", "2^10", "1500"]
+def test_k_labels_name_powers_of_two_infinity_and_a_finer_grid():
+    assert [task_transition.k_label(k) for k in (4, 1024, 1500, None)] == ["2^2", "2^10", "1500", "inf"]
 
 
 def test_bimodality_refuses_infinite_k():
