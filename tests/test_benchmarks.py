@@ -20,6 +20,7 @@ from benchmarks import (
     curves,
     image_context,
     normalisation,
+    plateaus,
     profile_step,
     table2,
     tabular,
@@ -315,6 +316,38 @@ def test_bimodality_quick_trains_every_seed_of_every_k(tmp_path):
     assert all(np.isfinite(r["final_loss"]) and 0 <= r["seen"]["acc"] <= 1 for r in records)
     assert (tmp_path / "bimodality.png").stat().st_size > 0
     assert "| 2^2 | 2 |" in (tmp_path / "bimodality.md").read_text()
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_plateaus_quick_shares_the_base_run_between_studies(tmp_path):
+    work = tmp_path / "runs"
+    argv = ["--quick", "--jobs", "1", "--studies", "batch size,biased fraction", "--work-dir", str(work)]
+    plateaus.main([*argv, "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "plateaus.json").read_text())["records"]
+    assert [r["setting"] for r in records] == [
+        "batch_size=32",
+        "batch_size=128",
+        "batch_size=512",
+        *(f"biased_fraction={f}" for f in (0.0, 0.3, 0.6, 0.9)),
+    ]
+    assert records[1]["config"] == records[3]["config"]  # the base run, trained once
+    assert len(list(work.iterdir())) == 6
+    for r in records:
+        assert [c["step"] for c in r["curve"]] == [10, 20]
+        assert all(0 <= c["acc"] <= 1 and np.isfinite(c["loss"]) for c in r["curve"])
+    assert (tmp_path / "plateaus.png").stat().st_size > 0
+    assert "| batch size | batch_size=32 |" in (tmp_path / "plateaus.md").read_text()
+
+
+def test_a_plateau_ends_at_the_first_meta_test_that_reaches_the_threshold():
+    curve = [{"step": 250, "acc": 0.12}, {"step": 500, "acc": 0.21}, {"step": 750, "acc": 0.18}]
+    assert plateaus.plateau_end(curve, 0.2) == 500
+    assert plateaus.plateau_end(curve, 0.3) is None
+
+
+def test_plateaus_refuses_an_unknown_study():
+    with pytest.raises(SystemExit):
+        plateaus.main(["--studies", "batch size,momentum"])
 
 
 def test_k_labels_name_powers_of_two_infinity_and_a_finer_grid():
