@@ -468,6 +468,19 @@ def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_
     assert read_meta(tmp_path / "b" / "state")["config"]["init_from"] == str(published)
 
 
+def test_init_from_a_shallower_checkpoint_grows_it(env_root, tmp_path):
+    from gpicl_sklearn.checkpoint import save_checkpoint
+
+    trained = train(tiny_config(tmp_path / "a", steps=4))
+    published = save_checkpoint(
+        trained, tmp_path / "ckpt", preprocessing={}, training={}, metrics={}, dtype=torch.float32
+    )
+    deeper = TINY_LEARNER | {"n_layers": 2}
+    grown = train(tiny_config(tmp_path / "b", steps=2, init_from=str(published), lr=0.0, learner_kwargs=deeper))
+    torch.testing.assert_close(grown.blocks[0].state_dict(), trained.blocks[0].state_dict())
+    assert not grown.blocks[1].attn.proj.weight.any() and not grown.blocks[1].mlp[2].weight.any()
+
+
 def test_decay_config_continues_a_copy_of_a_run_down_to_the_lr_floor(env_root, tmp_path):
     source, target = tmp_path / "source", tmp_path / "target"
     train(tiny_config(source, steps=8, log_every=4, max_minutes=None))

@@ -32,6 +32,7 @@ from training.config import TrainConfig, config_from_args, describe_changes, res
 from training.data import load_dataset
 from training.evaluate import evaluate_datasets, meta_test, summarise
 from training.folded import FoldedTransformer
+from training.grow import load_weights
 from training.learners import build_learner
 from training.optim import lr_at, make_optimizer, set_lr
 from training.prefetch import Prefetcher
@@ -165,7 +166,7 @@ def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, gen
     found = find_state(state_dir)
     if found is None:
         if cfg.init_from:  # weights only (fp16 in a published checkpoint): the optimiser starts afresh
-            learner.load_state_dict(load_checkpoint(cfg.init_from).model.state_dict())
+            load_weights(learner, load_checkpoint(cfg.init_from).model)  # a deeper learner grows (training/grow.py)
         step = 0
     else:
         saved = read_meta(found)["config"]
