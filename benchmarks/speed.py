@@ -4,14 +4,17 @@
     python -m benchmarks.speed --quick    # smoke run (CI): one repeat, few queries
     python -m benchmarks.speed --device cuda  # also: predict 100,000 rows of 784 features on the GPU
 
-Prints two or three markdown tables:
+Prints three or four markdown tables:
 
 1. fit and predict of ``GPICLClassifier(n_estimators=1)`` with 100 training rows and
    1,000 queries, next to ``make_pipeline(StandardScaler(),
    LogisticRegression())`` on the same data, and their ratio;
 2. predict time against the number of queries: the context is encoded once in ``fit``
    and every query costs the same, so it should grow linearly;
-3. with ``--device cuda`` (or ``--device cpu --device-rows N`` to check the code path):
+3. the arithmetic of the default checkpoint for those 1,000 queries, the rate ``predict``
+   reached, and a one-thread float32 matrix product's rate on the same core: what the
+   target's budget would need at this core's best;
+4. with ``--device cuda`` (or ``--device cpu --device-rows N`` to check the code path):
    fit on 100 rows of 784 features (MNIST-sized), then predict ``--device-rows`` rows
    (default 100,000) on that device with ``batch_size=--device-batch``.
 
@@ -23,6 +26,7 @@ warm-up run (which loads the checkpoint into the in-process cache).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 import warnings
@@ -37,7 +41,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from benchmarks.common import command_line
-from gpicl_sklearn import GPICLClassifier
+from gpicl_sklearn import GPICLClassifier, load_checkpoint
 
 N_CONTEXT = 100  # training rows of the issue's measurement (the default model reads up to 1,023)
 
@@ -50,6 +54,16 @@ def _median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _queries(X: np.ndarray, n: int) -> np.ndarray:
@@ -80,7 +94,7 @@ def compare(X_fit, y_fit, X_query, repeats: int) -> list[str]:
         f"| predict | {g_pred * 1e3:.1f} | {l_pred * 1e3:.1f} | {g_pred / l_pred:.1f}x |",
         f"| fit + predict | {g_both * 1e3:.1f} | {l_both * 1e3:.1f} | **{g_both / l_both:.1f}x** (target <= 3x) |",
     ]
-    return lines
+    return lines, g_pred, 3 * l_both
 
 
 def scaling(X_fit, y_fit, X, n_queries: list[int], repeats: int) -> list[str]:
@@ -97,6 +111,46 @@ def scaling(X_fit, y_fit, X, n_queries: list[int], repeats: int) -> list[str]:
         seconds = _median_seconds(lambda batch=queries: clf.predict(batch), repeats)
         lines.append(f"| {n:,} | {seconds * 1e3:.1f} | {seconds * 1e3 / n * 1000:.1f} |")
     return lines
+
+
+def model_flops_per_query(cfg, n_context: int) -> float:
+    """Floating-point operations (2 per multiply-add) of one query over ``n_context`` encoded rows.
+
+    Per block: the query's q/k/v and output projections and its MLP (``4 + 2 r`` times
+    ``d_model^2`` multiply-adds with MLP ratio ``r``), and its attention over ``n_context + 1``
+    keys and values (``2 (n + 1) H d_head``); plus the input layer and the head.
+    """
+    d, hd = cfg.d_model, cfg.n_heads * cfg.head_dim
+    block = 3 * d * hd + hd * d + 2 * cfg.mlp_ratio * d * d + 2 * (n_context + 1) * hd
+    return 2.0 * (cfg.n_layers * block + cfg.input_dim * d + d * cfg.num_classes)
+
+
+def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """One thread's rate on a large float32 matrix product: what this core can do at best."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    with _one_thread():
+        seconds = _median_seconds(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def compute_floor(predict_seconds: float, n_queries: int, budget_seconds: float) -> list[str]:
+    """Table: the model's arithmetic per query, the rate predict reached, and the best this core could do.
+
+    ``budget_seconds``: what the speed target allows for fit + predict (3x LogisticRegression's).
+    """
+    cfg = load_checkpoint("default").model.cfg
+    flops = model_flops_per_query(cfg, N_CONTEXT) * n_queries
+    peak = matmul_gflops()
+    return [
+        f"Arithmetic of the default checkpoint ({cfg.n_layers} x {cfg.d_model}) for {n_queries:,} queries "
+        f"over {N_CONTEXT} context rows, against this core:",
+        "",
+        "| GFLOP | predict rate (GFLOP/s) | 1,024^2 matmul, one thread (GFLOP/s) | seconds at that peak | "
+        "target budget for fit + predict (s) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {flops / 1e9:.2f} | {flops / predict_seconds / 1e9:.1f} | {peak:.1f} | {flops / peak / 1e9:.3f} | "
+        f"{budget_seconds:.4f} |",
+    ]
 
 
 def device_row(device: str, n_rows: int, batch_size: int, repeats: int) -> list[str]:
@@ -136,10 +190,12 @@ def run(
     X_fit, y_fit = X[:N_CONTEXT], y[:N_CONTEXT]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        table1 = compare(X_fit, y_fit, _queries(X[N_CONTEXT:], 100 if quick else 1000), repeats)
+        n_queries = 100 if quick else 1000
+        table1, predict_seconds, budget = compare(X_fit, y_fit, _queries(X[N_CONTEXT:], n_queries), repeats)
         table2 = scaling(X_fit, y_fit, X[N_CONTEXT:], [10, 100] if quick else [100, 1000, 10_000], repeats)
     header = f"CPU, torch {torch.__version__}, GPICL n_threads=1 (the default)" + (" (--quick)" if quick else "")
-    tables = [header, "", *table1, "", *table2]
+    floor = compute_floor(predict_seconds, n_queries, budget)
+    tables = [header, "", *table1, "", *table2, "", *floor]
     if device:
         tables += ["", *device_row(device, device_rows, device_batch, repeats)]
     return "\n".join(tables)
