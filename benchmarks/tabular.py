@@ -27,10 +27,11 @@ subsets of tables or learners share their draws (what ``--reuse`` relies on).
   passed to the forest, which handles them natively.
 * HistGradientBoosting: the DataFrame as is (``categorical_features="from_dtype"``).
 * GPICL: ``GPICLClassifier`` with default parameters, one learner per ``--checkpoints``
-  entry, labelled ``GPICL (<checkpoint>)``. It takes finite numbers only, so it runs in the
-  LogisticRegression pipeline; ``--gpicl-raw`` feeds it the DataFrame instead (labelled
-  ``GPICL (<checkpoint>, raw)``). An error it raises is recorded in the row, not raised; a
-  checkpoint that cannot be loaded is reported as not available.
+  entry, labelled ``GPICL (<checkpoint>)``, fed the DataFrame as it is (the estimator
+  encodes categorical columns and missing values itself); ``--gpicl-pipeline`` runs it in
+  the LogisticRegression pipeline instead (labelled ``GPICL (<checkpoint>, one-hot
+  pipeline)``). An error it raises is recorded in the row, not raised; a checkpoint that
+  cannot be loaded is reported as not available.
 
 **Metrics.** Accuracy of the most probable class, log-loss of the true class's probability
 clipped to ``[1e-15, 1]``, and the seconds of ``fit`` plus ``predict_proba``. Every learner
@@ -321,14 +322,14 @@ class Learner:
     checkpoint_sha256: str | None = None
 
 
-def checkpoint_label(spec: str, raw: bool) -> str:
+def checkpoint_label(spec: str, pipeline: bool) -> str:
     """``"GPICL (<name>)"``: a checkpoint name as given, a path by its last component."""
     name = Path(spec).name if os.sep in spec and Path(spec).exists() else spec
-    return f"{GPICL} ({name}{', raw' if raw else ''})"
+    return f"{GPICL} ({name}{', one-hot pipeline' if pipeline else ''})"
 
 
-def gpicl_learner(spec: str, device: str, raw: bool) -> Learner:
-    """``GPICLClassifier(checkpoint=spec)`` with default parameters, after the one-hot pipeline unless ``raw``.
+def gpicl_learner(spec: str, device: str, pipeline: bool) -> Learner:
+    """``GPICLClassifier(checkpoint=spec)`` with default parameters, after the one-hot pipeline if ``pipeline``.
 
     Raises
     ------
@@ -339,12 +340,12 @@ def gpicl_learner(spec: str, device: str, raw: bool) -> Learner:
 
     def make(seed: int):
         clf = GPICLClassifier(checkpoint=spec, device=device, random_state=seed)
-        return clf if raw else make_pipeline(one_hot_preprocessor(), clf)
+        return make_pipeline(one_hot_preprocessor(), clf) if pipeline else clf
 
-    return Learner(checkpoint_label(spec, raw), make, (ValueError, TypeError), sha256)
+    return Learner(checkpoint_label(spec, pipeline), make, (ValueError, TypeError), sha256)
 
 
-def build_learners(names: list[str], checkpoints: list[str], device: str, raw: bool):
+def build_learners(names: list[str], checkpoints: list[str], device: str, pipeline: bool):
     """The learners asked for, in order, and the GPICL checkpoints that could not be loaded.
 
     Returns
@@ -360,9 +361,9 @@ def build_learners(names: list[str], checkpoints: list[str], device: str, raw: b
             continue
         for spec in checkpoints:
             try:
-                learners.append(gpicl_learner(spec, device, raw))
+                learners.append(gpicl_learner(spec, device, pipeline))
             except CheckpointError as err:
-                unavailable[checkpoint_label(spec, raw)] = f"not available: {err}"
+                unavailable[checkpoint_label(spec, pipeline)] = f"not available: {err}"
     return learners, unavailable
 
 
@@ -594,9 +595,9 @@ def markdown(data: dict, summary: dict, cells: dict) -> str:
         f"table only when at least {MIN_TEST_FRACTION:.0%} of its rows remain for testing. GPICL: "
         f"`GPICLClassifier()` defaults on device `{meta['device']}`, "
         + (
-            "fed the raw DataFrame."
-            if meta["gpicl_raw"]
-            else "in the LogisticRegression pipeline (one-hot, impute, scale)."
+            "in the LogisticRegression pipeline (one-hot, impute, scale)."
+            if meta["gpicl_pipeline"]
+            else "fed the DataFrame as it is (categorical columns and missing values included)."
         )
         + f" Accuracy of the most probable class; log-loss of the true class's probability clipped to "
         f"[{LOG_LOSS_CLIP:g}, 1]; seconds of fit + predict_proba ({meta['threads']} thread(s)). "
@@ -660,7 +661,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--checkpoints", default="default,paper-mnist", help="GPICL checkpoints, comma-separated names or paths"
     )
-    parser.add_argument("--gpicl-raw", action="store_true", help="feed GPICL the raw DataFrame (categoricals, NaN)")
+    parser.add_argument(
+        "--gpicl-pipeline", action="store_true", help="GPICL in the LogisticRegression pipeline, not on the raw table"
+    )
     parser.add_argument("--device", default="auto", help="GPICL device: auto, cpu or cuda")
     parser.add_argument("--max-test", type=int, help="most test rows per draw (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
@@ -704,7 +707,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unknown tables {sorted(unknown)}; expected some of {[*suite, *SKLEARN_TABLES]}")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     learners, unavailable = build_learners(
-        args.learners.split(","), args.checkpoints.split(","), device, args.gpicl_raw
+        args.learners.split(","), args.checkpoints.split(","), device, args.gpicl_pipeline
     )
     config = {
         "sizes": [int(s) for s in args.sizes.split(",")],
@@ -741,7 +744,7 @@ def main(argv: list[str] | None = None) -> dict:
             **config,
             "device": device,
             "threads": args.threads,
-            "gpicl_raw": args.gpicl_raw,
+            "gpicl_pipeline": args.gpicl_pipeline,
             "checkpoints": args.checkpoints.split(","),
             "suite": os.path.relpath(suite_path, REPO_ROOT),
             "reused_from": None if args.reuse is None else str(args.reuse),

@@ -222,23 +222,12 @@ def test_tabular_reuse_copies_the_rows_of_the_same_draws(tabular_quick, tiny_che
     assert {r["learner"] for r in data["rows"] if not r["reused"]} == {"kNN"}
 
 
-def test_tabular_records_gpicl_errors_in_rows(tiny_checkpoint, tmp_path):
-    """Raw DataFrames (categoricals, NaN) either work or give an error row; the run goes on."""
-    data = tabular.main(
-        [
-            "--quick",
-            "--gpicl-raw",
-            "--learners",
-            "GPICL",
-            "--checkpoints",
-            str(tiny_checkpoint),
-            "--out",
-            str(tmp_path / "t"),
-        ]
-    )
-    assert len(data["rows"]) == 3
-    for r in data["rows"]:
-        assert (r["error"] is None and 0 <= r["accuracy"] <= 1) or (r["error"] and r["accuracy"] is None)
+def test_tabular_gpicl_pipeline_runs_it_after_the_one_hot_encoding(tiny_checkpoint, tmp_path):
+    args = ["--quick", "--gpicl-pipeline", "--learners", "GPICL", "--checkpoints", str(tiny_checkpoint)]
+    data = tabular.main([*args, "--out", str(tmp_path / "t")])
+    assert data["learners"] == [f"GPICL ({tiny_checkpoint.name}, one-hot pipeline)"]
+    assert len(data["rows"]) == 3 and all(r["error"] is None and 0 <= r["accuracy"] <= 1 for r in data["rows"])
+    assert "in the LogisticRegression pipeline" in (tmp_path / "t.md").read_text()
 
 
 def test_tabular_stratified_draw_keeps_every_class_on_both_sides():
