@@ -125,31 +125,34 @@ def model_flops_per_query(cfg, n_context: int) -> float:
     return 2.0 * (cfg.n_layers * block + cfg.input_dim * d + d * cfg.num_classes)
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
-    """One thread's rate on a large float32 matrix product: what this core can do at best."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 5) -> float:
+    """One thread's rate on a large matrix product in ``dtype``: what this core can do at best."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     with _one_thread():
         seconds = _median_seconds(lambda: a @ b, repeats)
     return 2 * size**3 / seconds / 1e9
 
 
 def compute_floor(predict_seconds: float, n_queries: int, budget_seconds: float) -> list[str]:
-    """Table: the model's arithmetic per query, the rate predict reached, and the best this core could do.
+    """Table: the model's arithmetic, the rate predict reached, and the best this core could do.
 
     ``budget_seconds``: what the speed target allows for fit + predict (3x LogisticRegression's).
+    The model runs in float32; bfloat16 (half the bytes, a faster kernel where the core has
+    one) bounds what a lower precision could buy.
     """
     cfg = load_checkpoint("default").model.cfg
     flops = model_flops_per_query(cfg, N_CONTEXT) * n_queries
-    peak = matmul_gflops()
+    peaks = {name: matmul_gflops(dtype) for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
     return [
         f"Arithmetic of the default checkpoint ({cfg.n_layers} x {cfg.d_model}) for {n_queries:,} queries "
-        f"over {N_CONTEXT} context rows, against this core:",
+        f"over {N_CONTEXT} context rows, against this core (matrix products of 1,024 x 1,024, one thread):",
         "",
-        "| GFLOP | predict rate (GFLOP/s) | 1,024^2 matmul, one thread (GFLOP/s) | seconds at that peak | "
-        "target budget for fit + predict (s) |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {flops / 1e9:.2f} | {flops / predict_seconds / 1e9:.1f} | {peak:.1f} | {flops / peak / 1e9:.3f} | "
-        f"{budget_seconds:.4f} |",
+        "| GFLOP | predict rate (GFLOP/s) | float32 peak (GFLOP/s) | predict at that peak (s) | "
+        "bfloat16 peak (GFLOP/s) | predict at that peak (s) | target budget for fit + predict (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {flops / 1e9:.2f} | {flops / predict_seconds / 1e9:.1f} | "
+        + " | ".join(f"{peak:.1f} | {flops / peak / 1e9:.3f}" for peak in peaks.values())
+        + f" | {budget_seconds:.4f} |",
     ]
 
 

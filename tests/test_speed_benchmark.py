@@ -38,4 +38,4 @@ def test_flops_per_query_match_torch_count_of_the_prediction():
 
 def test_compute_floor_names_the_rates(capsys):
     lines = speed.compute_floor(predict_seconds=0.3, n_queries=1000, budget_seconds=0.014)
-    assert "GFLOP" in lines[2] and lines[-1].count("|") == 6
+    assert "GFLOP" in lines[2] and "bfloat16" in lines[2] and lines[-1].count("|") == 8
