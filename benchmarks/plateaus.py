@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--left-at", type=float, default=0.2, help="accuracy that ends the plateau")
     parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated subset of the studies")
+    parser.add_argument("--batch-sizes", help="the batch-size study's sizes, comma-separated (default 32,128,512)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, tiny meta-tests")
     args = parser.parse_args(argv)
     unknown = set(args.studies.split(",")) - set(STUDIES)
@@ -187,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.steps, args.length, args.eval_every, args.n_tasks, args.n_seqs = 20, 20, 10, 2, 2
     chosen = {s: STUDIES[s] for s in args.studies.split(",")}
+    if args.batch_sizes and "batch size" in chosen:
+        chosen["batch size"] = [{"batch_size": int(b)} for b in args.batch_sizes.split(",")]
     command = command_line("benchmarks.plateaus", argv)
     records = run_studies(args, chosen)
     report("plateaus", records, markdown(records, command, args), command, args, figure)

@@ -334,6 +334,14 @@ def test_a_plateau_ends_at_the_first_meta_test_that_reaches_the_threshold():
     assert plateaus.plateau_end(curve, 0.3) is None
 
 
+@pytest.mark.usefixtures("mnist_and_another")
+def test_plateaus_batch_sizes_replace_the_batch_size_study(tmp_path):
+    argv = ["--quick", "--jobs", "1", "--studies", "batch size", "--batch-sizes", "8,16"]
+    plateaus.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "plateaus.json").read_text())["records"]
+    assert [(r["setting"], r["batch_size"]) for r in records] == [("batch_size=8", 8), ("batch_size=16", 16)]
+
+
 def test_plateaus_refuses_an_unknown_study():
     with pytest.raises(SystemExit):
         plateaus.main(["--studies", "batch size,momentum"])
