@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """``python -m <module> <args>``: the command a result file names (``argv``: ``sys.argv[1:]`` if None)."""
-    return " ".join(["python -m " + module, *(sys.argv[1:] if argv is None else argv)])
+    return shlex.join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def write_outputs(out_dir: Path, stem: str, markdown: str, data: dict) -> tuple[Path, Path]:
