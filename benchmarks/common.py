@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shlex
 import sys
 from pathlib import Path
+
+import torch
+from threadpoolctl import threadpool_limits
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -31,3 +35,15 @@ def percent(value: float, half_width: float | None = None) -> str:
     if half_width is not None and not math.isnan(half_width):
         text += f" ± {100 * half_width:.1f}"
     return text
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int):
+    """At most ``threads`` threads for BLAS, OpenMP (scikit-learn) and torch inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads):
+            yield
+    finally:
+        torch.set_num_threads(before)

@@ -40,6 +40,7 @@ import torch  # noqa: E402
 from benchmarks.common import command_line  # noqa: E402
 from benchmarks.task_transition import LAST, add_run_options, k_label, report, run_config  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
+from training.progress import read_records  # noqa: E402
 from training.train import train  # noqa: E402
 
 BASE = {"batch_size": 128, "num_tasks": None, "adam_eps": 1e-8, "optimizer": "adam", "lr": 1e-3, "biased_fraction": 0.0}
@@ -86,7 +87,7 @@ def measure(cfg: TrainConfig, left_at: float) -> dict:
     """Train (or resume) one run; its meta-test accuracy and training loss at every evaluation."""
     torch.set_num_threads(1)
     train(cfg)
-    log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    log = read_records(cfg.out_dir)
     loss = {r["step"]: r["loss"] for r in log if "loss" in r}
     curve = [
         {"step": r["step"], "acc": float(np.mean(r["eval"]["mnist"]["acc"][-LAST:])), "loss": loss.get(r["step"])}
@@ -108,24 +109,21 @@ def plateau_end(curve: list[dict], left_at: float) -> int | None:
 
 def run_studies(args: argparse.Namespace, studies: dict[str, list[dict]]) -> list[dict]:
     """One record per study and setting; each distinct run is trained once, ``args.jobs`` at a time."""
-    configs = {}
-    for settings in studies.values():
-        for setting in settings:
-            cfg = plateau_config(setting, args)
-            configs[Path(cfg.out_dir).name] = cfg
+    planned = [
+        (study, setting, plateau_config(setting, args)) for study, settings in studies.items() for setting in settings
+    ]
+    configs = {Path(cfg.out_dir).name: cfg for _, _, cfg in planned}
     measured: dict[str, dict] = {}
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(measure, cfg, args.left_at): name for name, cfg in configs.items()}
         for future in as_completed(futures):
             measured[futures[future]] = future.result()
             print(json.dumps({k: v for k, v in measured[futures[future]].items() if k != "curve"}), flush=True)
-    records = []
-    for study, settings in studies.items():
-        for setting in settings:
-            cfg = plateau_config(setting, args)
-            record = {"study": study, "setting": setting_label(setting), "batch_size": cfg.batch_size}
-            records.append(record | measured[Path(cfg.out_dir).name])
-    return records
+    return [
+        {"study": study, "setting": setting_label(setting), "batch_size": cfg.batch_size}
+        | measured[Path(cfg.out_dir).name]
+        for study, setting, cfg in planned
+    ]
 
 
 def plateau_text(r: dict) -> str:

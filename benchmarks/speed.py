@@ -12,8 +12,8 @@ Prints three or four markdown tables:
 2. predict time against the number of queries: the context is encoded once in ``fit``
    and every query costs the same, so it should grow linearly;
 3. the arithmetic of the default checkpoint for those 1,000 queries, the rate ``predict``
-   reached, and a one-thread float32 matrix product's rate on the same core: what the
-   target's budget would need at this core's best;
+   reached, and one-thread float32 and bfloat16 matrix products' rates on the same core:
+   what the target's budget would need at this core's best;
 4. with ``--device cuda`` (or ``--device cpu --device-rows N`` to check the code path):
    fit on 100 rows of 784 features (MNIST-sized), then predict ``--device-rows`` rows
    (default 100,000) on that device with ``batch_size=--device-batch``.
@@ -26,7 +26,6 @@ warm-up run (which loads the checkpoint into the in-process cache).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import time
 import warnings
@@ -40,7 +39,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.common import command_line
+from benchmarks.common import command_line, thread_limit
 from gpicl_sklearn import GPICLClassifier, load_checkpoint
 
 N_CONTEXT = 100  # training rows of the issue's measurement (the default model reads up to 1,023)
@@ -54,16 +53,6 @@ def _median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _queries(X: np.ndarray, n: int) -> np.ndarray:
@@ -128,7 +117,7 @@ def model_flops_per_query(cfg, n_context: int) -> float:
 def matmul_gflops(dtype: torch.dtype = torch.float32, size: int = 1024, repeats: int = 5) -> float:
     """One thread's rate on a large matrix product in ``dtype``: what this core can do at best."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    with _one_thread():
+    with thread_limit(1):
         seconds = _median_seconds(lambda: a @ b, repeats)
     return 2 * size**3 / seconds / 1e9
 

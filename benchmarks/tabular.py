@@ -50,7 +50,6 @@ checkpoint can be compared without rerunning the classical learners.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import time
@@ -77,9 +76,8 @@ from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line, thread_limit, write_outputs  # noqa: E402
 from gpicl_sklearn import CheckpointError, ContextSubsetWarning, GPICLClassifier, load_checkpoint  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -681,18 +679,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown learners {sorted(unknown)}; expected some of {[*CLASSICAL, GPICL]}")
     return args
-
-
-@contextlib.contextmanager
-def thread_limit(threads: int):
-    """At most ``threads`` threads for BLAS, OpenMP (scikit-learn) and torch inside the block."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with threadpool_limits(threads):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -40,6 +40,7 @@ from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: 
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
+from training.progress import read_records  # noqa: E402
 from training.train import train  # noqa: E402
 
 LEARNER_KWARGS = {
@@ -91,7 +92,7 @@ def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
     torch.set_num_threads(1)
     learner = train(cfg).eval()
     dev = next(learner.parameters()).device  # where training ran (CUDA when available)
-    log = [json.loads(line) for line in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
+    log = read_records(cfg.out_dir)
     losses = [r["loss"] for r in log if "loss" in r]
     # The steps the run has taken: a reused run may be past a smaller --steps.
     record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, "steps": max(r["step"] for r in log)}

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import command_line
+from training.progress import read_records
 
 # (name, batch per GPU, training.train flags): the paper's model at the two sizes.
 SETTINGS = {
@@ -69,7 +70,7 @@ def _command(setting: str, mode: str, gpus: int, steps: int, out: Path, extra: l
 
 def _rate(out: Path) -> float | None:
     try:
-        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        records = read_records(out)
     except FileNotFoundError:
         return None
     rates = [r["steps_per_s"] for r in records if "steps_per_s" in r]

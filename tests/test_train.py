@@ -23,6 +23,7 @@ from training.config import ConfigError, TrainConfig, config_from_args
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import SignMomentum, lr_at, make_optimizer, set_lr
+from training.progress import read_records
 from training.state import load_state, read_meta
 from training.tasks import TaskConfig, TaskSampler
 from training.train import train
@@ -69,7 +70,7 @@ def tiny_config(out_dir: Path, **changes) -> TrainConfig:
 
 
 def records(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    return read_records(out_dir)
 
 
 def state_tensors(out_dir: Path) -> dict[str, torch.Tensor]:

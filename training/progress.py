@@ -21,6 +21,11 @@ def append_record(out_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def read_records(out_dir: Path) -> list[dict]:
+    """The run's metrics, one dict per line, in the order they were written."""
+    return [json.loads(line) for line in (Path(out_dir) / METRICS_NAME).read_text().splitlines()]
+
+
 def drop_records_after(out_dir: Path, step: int) -> None:
     """Keep the records of steps up to ``step``: a run resumed there logs the later ones again.
 
