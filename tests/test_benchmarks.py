@@ -18,10 +18,12 @@ from benchmarks import (
     bimodality,
     classical,
     curves,
+    domain_features,
     image_context,
     normalisation,
     plateaus,
     profile_step,
+    sequence_length,
     table2,
     tabular,
     task_transition,
@@ -354,3 +356,37 @@ def test_k_labels_name_powers_of_two_infinity_and_a_finer_grid():
 def test_bimodality_refuses_infinite_k():
     with pytest.raises(SystemExit):
         bimodality.main(["--tasks", "inf"])
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_domain_features_quick_meta_trains_on_pixels_and_on_features(tmp_path):
+    domain_features.main(
+        ["--quick", "--jobs", "1", "--image-size", "8", "--out-dim", "16", "--datasets", "mnist,fashion_mnist,random",
+         "--during", "mnist", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)]
+    )  # fmt: skip
+    data = json.loads((tmp_path / "domain_features.json").read_text())
+    assert [r["inputs"] for r in data["records"]] == ["pixels", "features"]
+    assert data["feature_net"]["dataset"] == "mnist" and data["feature_net"]["split"] == "train"
+    for r in data["records"]:
+        assert all(len(r[n]) == 30 and all(0 <= a <= 1 for a in r[n]) for n in ("mnist", "fashion_mnist", "random"))
+        assert [d["step"] for d in r["during"]] == [10, 20]
+    state = json.loads((tmp_path / "runs" / "mnist_features" / "state" / "meta.json").read_text())
+    assert state["config"]["input_dim"] == 16 and state["config"]["features"].endswith("feature_net_mnist_quick")
+    assert (tmp_path / "domain_features.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_sequence_length_quick_meta_tests_every_run_at_every_length(tmp_path):
+    sequence_length.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "sequence_length.json").read_text())["records"]
+    assert [(r["train_length"], r["batch_size"]) for r in records] == [(10, 20), (20, 10)]  # 200 rows per step
+    for r in records:
+        for name in ("mnist", "fashion_mnist"):
+            assert sorted(r[name], key=int) == ["10", "20", "40"] and all(0 <= a <= 1 for a in r[name].values())
+    assert "| 20 | 10 |" in (tmp_path / "sequence_length.md").read_text()
+    assert (tmp_path / "sequence_length.png").stat().st_size > 0
+
+
+def test_sequence_length_refuses_a_test_shorter_than_training():
+    with pytest.raises(SystemExit):
+        sequence_length.main(["--train-lengths", "100,300", "--test-lengths", "100"])

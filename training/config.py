@@ -29,6 +29,7 @@ FIXED_ON_RESUME = (
     "dataset",
     "image_size",
     "channels",
+    "features",
     "out_dim",
     "length",
     "num_classes",
@@ -56,6 +57,7 @@ class TrainConfig:
     dataset: str = "mnist"
     image_size: int | None = 32  # None: native resolution
     channels: int = 3
+    features: str | None = None  # a feature network's folder (training/features.py): its features replace the pixels
     out_dim: int | None = None  # N_x; None: the flattened input width (square A)
     length: int = 100
     num_classes: int = 10
@@ -188,6 +190,14 @@ def _check_names(cfg: TrainConfig) -> None:
             "eval_datasets",
             "empty with a prior (tables are evaluated by benchmarks.tabular)",
             cfg.eval_datasets,
+        )
+    if cfg.features is not None:
+        _require(cfg.prior is None, "features", "null with a prior (it draws no images to embed)", cfg.features)
+        _require(
+            (Path(cfg.features) / "config.json").is_file(),
+            "features",
+            "a feature network's folder (training/features.py: config.json, model.safetensors)",
+            cfg.features,
         )
     if cfg.fold_projection:
         _require(cfg.num_tasks is None, "num_tasks", "null with fold_projection (K = infinity)", cfg.num_tasks)

@@ -21,6 +21,7 @@ mutate) the returned tensors.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.features import embed
 from training.paper import DATASETS
 
 SPLITS = ("train", "test")
@@ -195,6 +197,7 @@ def load_dataset(
     channels: int = 3,
     device: str | torch.device | None = None,
     seed: int = 0,
+    features: str | os.PathLike | None = None,
 ) -> tuple[Tensor, Tensor]:
     """A split preprocessed as in the paper: resized, ``channels`` deep, flat, z-normalised.
 
@@ -214,10 +217,13 @@ def load_dataset(
         Where the work is done and the tensors are returned (default CPU).
     seed : int, default 0
         Only for ``"random"``: seeds the points and labels.
+    features : path-like, optional
+        A feature network's folder (:mod:`training.features`): the preprocessed images are
+        replaced by its z-normalised features (it must read ``size`` x ``size`` x ``channels``).
 
     Returns
     -------
-    x : Tensor of float32, shape (N, H' * W' * channels)
+    x : Tensor of float32, shape (N, H' * W' * channels), or (N, width) with ``features``
         Flattened in (height, width, channel) order; mean 0 and std 1 over the split.
     y : Tensor of int64, shape (N,)
 
@@ -237,11 +243,14 @@ def load_dataset(
         if size is None:
             raise ValueError("the 'random' dataset has no native resolution; pass an int size")
         gen = torch.Generator().manual_seed(seed)
-        x = torch.rand(_RANDOM_POINTS, size * size * channels, generator=gen)
-        y = torch.randint(0, _RANDOM_CLASSES, (_RANDOM_POINTS,), generator=gen)
-        return _znorm(x.to(device)), y.to(device)
-    x_raw, y_raw = load_split(name, split, root)
-    return _znorm(_resize_flatten(x_raw, size, channels, device)), torch.from_numpy(y_raw).to(device)
+        x = _znorm(torch.rand(_RANDOM_POINTS, size * size * channels, generator=gen).to(device))
+        y = torch.randint(0, _RANDOM_CLASSES, (_RANDOM_POINTS,), generator=gen).to(device)
+    else:
+        x_raw, y_raw = load_split(name, split, root)
+        x, y = _znorm(_resize_flatten(x_raw, size, channels, device)), torch.from_numpy(y_raw).to(device)
+    if features is not None:
+        x = embed(features, x, size=size or int(math.isqrt(x.shape[1] // channels)), channels=channels)
+    return x, y
 
 
 def _resize_flatten(x: np.ndarray, size: int | None, channels: int, device: torch.device) -> Tensor:

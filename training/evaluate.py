@@ -92,6 +92,7 @@ def evaluate_datasets(
     device: torch.device,
     image_size: int | None = 32,
     channels: int = 3,
+    features=None,
     out_dim: int = 3072,
     num_classes: int = 10,
     n_tasks: int = 16,
@@ -103,13 +104,16 @@ def evaluate_datasets(
     """:func:`meta_test` + :func:`summarise` on the test split of each dataset.
 
     A dataset that is not available (e.g. no network) gets ``{"status": "not run offline"}``.
+    ``features``: a feature network's folder whose features replace the pixels (``load_dataset``).
     """
     was_training = learner.training
     learner.eval()
     results = {}
     for name in names:
         try:
-            x, y = load_dataset(name, "test", root=root, size=image_size, channels=channels, device=device)
+            x, y = load_dataset(
+                name, "test", root=root, size=image_size, channels=channels, device=device, features=features
+            )
         except DatasetUnavailableError as err:
             results[name] = {"status": "not run offline", "reason": str(err)}
             continue
@@ -148,6 +152,7 @@ def evaluate_as_trained(
         device=device,
         image_size=cfg["image_size"],
         channels=cfg["channels"],
+        features=cfg.get("features"),  # runs saved before the field have none
         out_dim=cfg["input_dim"],
         num_classes=cfg["num_classes"],
         n_tasks=n_tasks,

@@ -114,6 +114,7 @@ def _evaluate(learner, cfg: TrainConfig, x_train, y_train, device, step: int) ->
     kw = dict(
         image_size=cfg.image_size,
         channels=cfg.channels,
+        features=cfg.features,
         num_classes=cfg.num_classes,
         n_tasks=cfg.eval_tasks,
         n_seqs=cfg.eval_seqs,
@@ -228,7 +229,9 @@ def train(cfg: TrainConfig) -> nn.Module:
         x = y = None
         in_dim = cfg.out_dim
     else:
-        x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device)
+        x, y = load_dataset(
+            cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device, features=cfg.features
+        )
         in_dim = cfg.input_dim(x.shape[1])
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)

@@ -1,0 +1,170 @@
+"""Sequence length: final-prediction accuracy against the meta-training and the meta-test context length.
+
+    python -m benchmarks.sequence_length                       # writes benchmarks/results/sequence_length.{md,json,png}
+    python -m benchmarks.sequence_length --quick --out /tmp/sl        # smoke run (CI)
+
+The paper (Kirsch et al., 2022, Fig. 14) meta-trains and meta-tests on sequences of several
+lengths. Here one learner per ``--train-lengths`` entry is meta-trained on MNIST tasks (Alg. 1,
+a fresh task per sequence, biased permutations for the first ``--biased-steps``) with the same
+number of rows per step (``--rows-per-step``: the batch holds ``rows // length`` sequences,
+so every run costs about the same), then meta-tested on fresh tasks of the MNIST and
+FashionMNIST test splits at every ``--test-lengths`` entry: the accuracy of the predictions
+at the last ``10`` positions, i.e. after about ``length`` examples. The learners have learned
+positions (``max_len`` = the longest test length): positions past a learner's training length
+were never trained, which is what a longer test than training measures here. Runs go to
+``--work-dir`` and are reused when their config is unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS  # noqa: E402
+from training.config import TrainConfig  # noqa: E402
+from training.data import load_dataset  # noqa: E402
+from training.evaluate import meta_test  # noqa: E402
+from training.progress import read_records  # noqa: E402
+from training.train import train  # noqa: E402
+
+DATASETS = ("mnist", "fashion_mnist")
+LAST = 10
+
+
+def ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def run_config(length: int, args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        dataset="mnist",
+        image_size=args.image_size,
+        channels=1,
+        length=length,
+        biased_steps=args.biased_steps,
+        learner="transformer",
+        learner_kwargs={**LEARNER_KWARGS["transformer"], "max_len": max(ints(args.test_lengths))},
+        batch_size=max(1, args.rows_per_step // length),
+        steps=args.steps,
+        bf16=False,
+        out_dir=str(Path(args.work_dir) / f"train_length_{length}"),
+        log_every=max(1, args.steps // 20),
+        ckpt_every=args.steps,
+        eval_every=10**9,
+        eval_datasets=(),
+    )
+
+
+def measure(cfg: TrainConfig, test_lengths: list[int], n_tasks: int, n_seqs: int) -> dict:
+    """Meta-train (or resume) at ``cfg.length``; accuracy of the last positions at each test length."""
+    torch.set_num_threads(1)
+    learner = train(cfg).eval()
+    dev = next(learner.parameters()).device
+    log = read_records(cfg.out_dir)
+    record = {
+        "train_length": cfg.length,
+        "batch_size": cfg.batch_size,
+        "steps": max(r["step"] for r in log),
+        "final_loss": float(np.mean([r["loss"] for r in log if "loss" in r][-3:])),
+    }
+    for name in DATASETS:
+        x, y = load_dataset(name, "test", size=cfg.image_size, channels=1, device=dev)
+        record[name] = {}
+        for length in test_lengths:
+            correct = meta_test(learner, x, y, out_dim=x.shape[1], n_tasks=n_tasks, n_seqs=n_seqs, length=length)
+            record[name][str(length)] = float(correct.mean(axis=(0, 1))[-LAST:].mean())
+    return record
+
+
+def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str:
+    tests = ints(args.test_lengths)
+    lines = [
+        f"`{command}`",
+        "",
+        f"MNIST at {args.image_size} x {args.image_size}, {args.rows_per_step} rows per step "
+        f"(sequences per step = rows / training length), {args.steps} steps, biased permutations for the first "
+        f"{args.biased_steps}; meta-test {args.n_tasks} fresh tasks x {args.n_seqs} sequences. Accuracy (%) of "
+        f"the last {LAST} positions at each meta-test length.",
+        "",
+    ]
+    for name in DATASETS:
+        lines += [
+            f"**{name}** (test split)",
+            "",
+            "| training length | sequences per step | final loss | " + " | ".join(f"test {t}" for t in tests) + " |",
+            "|---:|---:|---:|" + "---:|" * len(tests),
+        ]
+        lines += [
+            f"| {r['train_length']} | {r['batch_size']} | {r['final_loss']:.3f} | "
+            + " | ".join(f"{100 * r[name][str(t)]:.1f}" for t in tests)
+            + " |"
+            for r in records
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def figure(records: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(DATASETS), figsize=(5 * len(DATASETS), 3.8), sharey=True)
+    for ax, name in zip(axes, DATASETS, strict=True):
+        for r in records:
+            tests = sorted(int(t) for t in r[name])
+            ax.plot(tests, [100 * r[name][str(t)] for t in tests], "o-", label=f"trained on {r['train_length']}")
+            ax.axvline(r["train_length"], color=ax.lines[-1].get_color(), alpha=0.3, ls=":")
+        ax.set_xscale("log")
+        ax.set_title(f"{name} (test split)")
+        ax.set_xlabel("meta-test sequence length")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"accuracy, last {LAST} positions (%)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sequence_length", description=__doc__.splitlines()[0])
+    parser.add_argument("--train-lengths", default="100,300,1000")
+    parser.add_argument("--test-lengths", default="100,300,1000")
+    parser.add_argument("--rows-per-step", type=int, default=12800)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--image-size", type=int, default=8)
+    parser.add_argument("--biased-steps", type=int, default=1000)
+    parser.add_argument("--n-tasks", type=int, default=16)
+    parser.add_argument("--n-seqs", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument("--work-dir", default="runs/sequence_length")
+    parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: lengths 10 and 20, 10 steps, tiny meta-test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_lengths, args.test_lengths, args.rows_per_step = "10,20", "10,20,40", 200
+        args.steps, args.biased_steps, args.n_tasks, args.n_seqs = 10, 5, 2, 2
+    if max(ints(args.train_lengths)) > max(ints(args.test_lengths)):
+        parser.error("--test-lengths must reach the longest training length (it sets the learners' max_len)")
+    command = command_line("benchmarks.sequence_length", argv)
+    configs = [run_config(length, args) for length in ints(args.train_lengths)]
+    n = len(configs)
+    with ProcessPoolExecutor(args.jobs) as pool:
+        records = list(pool.map(measure, configs, [ints(args.test_lengths)] * n, [args.n_tasks] * n, [args.n_seqs] * n))
+    text = markdown(records, command, args)
+    print(text)
+    out = args.out or (None if args.quick else RESULTS_DIR)
+    if out:
+        settings = {k: v for k, v in vars(args).items() if k != "out"}
+        data = {"command": command, "settings": settings, "records": records}
+        write_outputs(Path(out), "sequence_length", text, data)
+        figure(records, Path(out) / "sequence_length.png")
+
+
+if __name__ == "__main__":
+    main()
