@@ -10,10 +10,13 @@ here, so a small convolutional network (:mod:`training.features`) is pre-trained
 supervised classification of ``--feature-data``'s train split, nothing else; its
 ``config.json`` in ``--work-dir`` says what it saw. Two learners are then meta-trained alike
 on ``--meta-data``'s train split (the paper's Alg. 1 tasks: a random projection to
-``--out-dim`` features and a label permutation per sequence): one on the raw pixels, one on
-the network's features. Both are meta-tested on fresh tasks from the test splits of MNIST,
-FashionMNIST, CIFAR10 (grayscale, resized) and the paper's random data, each input passed
-through the learner's own preprocessing: accuracy at every position of the sequence (how fast
+``--out-dim`` features and a label permutation per sequence): one on the raw pixels (at
+``--pixel-size``, 8 x 8 by default: the size at which this small learner leaves its loss
+plateau in 3,000 steps, see ``benchmarks.task_transition``; at 28 x 28 projected to 64 it
+did not), one on the network's features of the ``--image-size`` images. Both are
+meta-tested on fresh tasks from the test splits of MNIST, FashionMNIST, CIFAR10 (grayscale,
+resized) and the paper's random data, each input passed through the learner's own
+preprocessing: accuracy at every position of the sequence (how fast
 it learns in context) and, during meta-training, the accuracy of the last 10 positions on
 MNIST and CIFAR10 (how fast it learns to learn). Runs go to ``--work-dir`` and are reused when
 their config is unchanged.
@@ -73,9 +76,10 @@ def feature_net(args: argparse.Namespace) -> Path:
 
 
 def run_config(inputs: str, features: Path, args: argparse.Namespace) -> TrainConfig:
+    size = args.image_size if inputs == "features" else args.pixel_size
     return TrainConfig(
         dataset=args.meta_data,
-        image_size=args.image_size,
+        image_size=size,
         channels=1,
         features=str(features) if inputs == "features" else None,
         out_dim=args.out_dim,
@@ -86,7 +90,7 @@ def run_config(inputs: str, features: Path, args: argparse.Namespace) -> TrainCo
         batch_size=args.batch_size,
         steps=args.steps,
         bf16=False,
-        out_dir=str(Path(args.work_dir) / f"{args.meta_data}_{inputs}"),
+        out_dir=str(Path(args.work_dir) / f"{args.meta_data}_{inputs}{'' if inputs == 'features' else f'_{size}'}"),
         log_every=max(1, args.steps // 20),
         ckpt_every=args.steps,
         eval_every=max(1, args.steps // args.evals),
@@ -104,6 +108,7 @@ def measure(cfg: TrainConfig, datasets: list[str], n_tasks: int, n_seqs: int) ->
     log = read_records(cfg.out_dir)
     record = {
         "inputs": "features" if cfg.features else "pixels",
+        "image_size": cfg.image_size,
         "steps": max(r["step"] for r in log),
         "final_loss": float(np.mean([r["loss"] for r in log if "loss" in r][-3:])),
         "during": [
@@ -127,9 +132,10 @@ def markdown(records: list[dict], features: Path, command: str, args: argparse.N
         f"Feature network: {net['width']} features of a 2-convolution network trained on the "
         f"{net['dataset']} {net['split']} split ({net['images']:,} images, {net['epochs']} epochs, labels); "
         f"its own accuracy {100 * net['train_accuracy']:.1f}% (train) / {100 * net['test_accuracy']:.1f}% (test). "
-        f"Learners: the {args.meta_data} train split at {args.image_size} x {args.image_size}, pixels or features, "
-        f"projected to {args.out_dim} per task; sequences of {args.length}, {args.batch_size} per step, "
-        f"{args.steps} steps. Meta-test: {args.n_tasks} fresh tasks x {args.n_seqs} sequences of each test split. "
+        f"Learners: the {args.meta_data} train split as pixels at {args.pixel_size} x {args.pixel_size} or as "
+        f"features of the {args.image_size} x {args.image_size} images, projected to {args.out_dim} per task; "
+        f"sequences of {args.length}, {args.batch_size} per step, {args.steps} steps. "
+        f"Meta-test: {args.n_tasks} fresh tasks x {args.n_seqs} sequences of each test split. "
         f"Accuracy (%) of the prediction after n examples, and over the last {LAST} positions.",
         "",
         "| inputs | dataset | " + " | ".join(f"n={p}" for p in POSITIONS) + f" | last {LAST} |",
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature-data", default="mnist", help="train split the feature network learns from")
     parser.add_argument("--feature-epochs", type=int, default=2)
     parser.add_argument("--meta-data", default="mnist", help="train split the learners are meta-trained on")
-    parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--image-size", type=int, default=28, help="images the feature network reads")
+    parser.add_argument("--pixel-size", type=int, default=8, help="images the pixel learner reads")
     parser.add_argument("--out-dim", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)

@@ -1,0 +1,37 @@
+"""Copy dataset splits into a git-ignored data root small enough to travel with a device call.
+
+    python training/jobs/data_cache.py ../shared/datasets data_cache mnist/train fashion_mnist/train
+
+A device call carries at most 64 MiB of working tree, the tracked files included (about 32 MB
+with two bundled checkpoints). The splits are rewritten as the same ``.npz`` files (``x``,
+``y``; ``np.load`` reads them unchanged) with LZMA in place of zlib: MNIST and FashionMNIST
+train shrink from 36.3 to about 31 MB. Pass the copies as ``carry``.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+def copy_split(src: Path, dest: Path) -> None:
+    arrays = np.load(src)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_LZMA) as archive:
+        for name in arrays.files:
+            buffer = io.BytesIO()
+            np.save(buffer, arrays[name])
+            archive.writestr(f"{name}.npy", buffer.getvalue())
+    tmp.replace(dest)
+    print(f"{dest}: {src.stat().st_size / 1e6:.1f} -> {dest.stat().st_size / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    source, target, *splits = sys.argv[1:]
+    for split in splits:
+        copy_split(Path(source) / f"{split}.npz", Path(target) / f"{split}.npz")
