@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -36,8 +37,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS  # noqa: E402
+from benchmarks.common import command_line  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, add_run_options, report  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -124,8 +125,7 @@ def measure(cfg: TrainConfig, datasets: list[str], n_tasks: int, n_seqs: int) ->
     return record
 
 
-def markdown(records: list[dict], features: Path, command: str, args: argparse.Namespace) -> str:
-    net = json.loads((features / "config.json").read_text())
+def markdown(records: list[dict], net: dict, command: str, args: argparse.Namespace) -> str:
     lines = [
         f"`{command}`",
         "",
@@ -157,7 +157,7 @@ def markdown(records: list[dict], features: Path, command: str, args: argparse.N
     return "\n".join(lines)
 
 
-def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
+def figure(records: list[dict], path: Path, *, args: argparse.Namespace) -> None:
     datasets, during = args.datasets.split(","), args.during.split(",")
     fig, axes = plt.subplots(1, len(datasets) + 1, figsize=(4 * (len(datasets) + 1), 3.6))
     for r in records:
@@ -185,21 +185,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feature-data", default="mnist", help="train split the feature network learns from")
     parser.add_argument("--feature-epochs", type=int, default=2)
     parser.add_argument("--meta-data", default="mnist", help="train split the learners are meta-trained on")
-    parser.add_argument("--image-size", type=int, default=28, help="images the feature network reads")
     parser.add_argument("--pixel-size", type=int, default=8, help="images the pixel learner reads")
     parser.add_argument("--out-dim", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--length", type=int, default=100)
-    parser.add_argument("--biased-steps", type=int, default=1000)
     parser.add_argument("--evals", type=int, default=6, help="meta-tests during meta-training")
     parser.add_argument("--datasets", default=META_TEST, help="test splits meta-tested at the end")
     parser.add_argument("--during", default=DURING, help="test splits meta-tested while meta-training")
-    parser.add_argument("--n-tasks", type=int, default=16)
-    parser.add_argument("--n-seqs", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=2, help="learners trained at once, one thread each")
-    parser.add_argument("--work-dir", default="runs/domain_features")
-    parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
+    add_run_options(parser)  # --steps, --batch-size, --length, --image-size (the feature network's), ...
+    parser.set_defaults(image_size=28, work_dir="runs/domain_features")
     parser.add_argument("--quick", action="store_true", help="smoke run: 512 images, 20 steps, tiny meta-test")
     args = parser.parse_args(argv)
     if args.quick:
@@ -211,15 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     datasets = args.datasets.split(",")
     with ProcessPoolExecutor(args.jobs) as pool:
         records = list(pool.map(measure, configs, [datasets] * 2, [args.n_tasks] * 2, [args.n_seqs] * 2))
-    text = markdown(records, features, command, args)
-    print(text)
-    out = args.out or (None if args.quick else RESULTS_DIR)
-    if out:
-        settings = {k: v for k, v in vars(args).items() if k != "out"}
-        net = json.loads((features / "config.json").read_text())
-        data = {"command": command, "settings": settings, "feature_net": net, "records": records}
-        write_outputs(Path(out), "domain_features", text, data)
-        figure(records, args, Path(out) / "domain_features.png")
+    net = json.loads((features / "config.json").read_text())
+    text = markdown(records, net, command, args)
+    report("domain_features", records, text, command, args, partial(figure, args=args), extra={"feature_net": net})
 
 
 if __name__ == "__main__":

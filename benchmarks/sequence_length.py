@@ -28,8 +28,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS_DIR, command_line, write_outputs  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS  # noqa: E402
+from benchmarks.common import RESULTS_DIR, command_line  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, report  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -156,14 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     n = len(configs)
     with ProcessPoolExecutor(args.jobs) as pool:
         records = list(pool.map(measure, configs, [ints(args.test_lengths)] * n, [args.n_tasks] * n, [args.n_seqs] * n))
-    text = markdown(records, command, args)
-    print(text)
-    out = args.out or (None if args.quick else RESULTS_DIR)
-    if out:
-        settings = {k: v for k, v in vars(args).items() if k != "out"}
-        data = {"command": command, "settings": settings, "records": records}
-        write_outputs(Path(out), "sequence_length", text, data)
-        figure(records, Path(out) / "sequence_length.png")
+    report("sequence_length", records, markdown(records, command, args), command, args, figure)
 
 
 if __name__ == "__main__":

@@ -177,13 +177,18 @@ def measure_all(configs: list[TrainConfig], args: argparse.Namespace) -> list[di
     return records
 
 
-def report(stem: str, records: list[dict], text: str, command: str, args: argparse.Namespace, draw) -> None:
-    """Print the table; write ``<stem>.md/.json/.png`` (``draw(records, path)`` makes the figure) to ``--out``."""
+def report(
+    stem: str, records: list[dict], text: str, command: str, args: argparse.Namespace, draw, extra: dict | None = None
+) -> None:
+    """Print the table; write ``<stem>.md/.json/.png`` (``draw(records, path)`` makes the figure) to ``--out``.
+
+    ``extra``: more top-level entries of the JSON (e.g. what a feature network saw).
+    """
     print(text)
     out = args.out or (None if args.quick else RESULTS_DIR)
     if out:
         data = {"command": command, "settings": {k: v for k, v in vars(args).items() if k != "out"}}
-        write_outputs(Path(out), stem, text, data | {"records": records})
+        write_outputs(Path(out), stem, text, data | (extra or {}) | {"records": records})
         draw(records, Path(out) / f"{stem}.png")
 
 
