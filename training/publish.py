@@ -51,8 +51,10 @@ def _bias_text(cfg: dict) -> str:
 def _start_text(cfg: dict) -> str:
     """The card's line on where the weights began: a run ``init_from`` a checkpoint continues its training."""
     origin = cfg.get("init_from")
-    grown = "; a deeper learner takes its blocks spread over its depth, the new blocks starting as the identity"
-    return f"\n- Started from the weights of `{origin}` (optimiser restarted{grown}, training/grow.py)." if origin else ""
+    if not origin:
+        return ""
+    grown = "a deeper learner takes its blocks spread over its depth, the new blocks starting as the identity"
+    return f"\n- Started from the weights of `{origin}` (optimiser restarted; {grown}, training/grow.py)."
 
 
 def model_card(cfg: dict, step: int, results: dict, protocol: dict, command: str) -> str:
