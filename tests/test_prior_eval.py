@@ -50,3 +50,23 @@ def test_command_prints_one_row_per_checkpoint(tmp_path, capsys, one_thread):
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in lines[1:]] == [f"| {p}" for p in paths]
     assert lines[0].split(" | ")[1:3] == ["loss", "loss mlp"]
+
+
+def test_prior_baselines_reads_the_context_once_and_scores_every_family(tmp_path, capsys, one_thread):
+    from benchmarks import prior_baselines
+
+    model = _model(0)
+    (x, y, used), *_ = held_out_batches(TABLES, 1, 6, 64, 8, 10)[0]
+    hits = prior_baselines.gpicl_hits(model, x, y, used, 40)
+    with torch.no_grad():
+        full = model(x, y).masked_fill(~used[:, None, :], float("-inf"))
+    assert hits.shape == (6, 24)  # the first query sits where the full sequence's row 40 does
+    assert (hits[:, 0] == (full[:, 40].argmax(-1) == y[:, 40]).numpy()).all()
+    one_class = prior_baselines.classical_hits(None, x.numpy(), torch.zeros_like(y).numpy(), 40)
+    assert one_class.all()  # a context of one class predicts it without fitting
+    save_checkpoint(model, tmp_path / "ckpt", preprocessing={}, training={}, metrics={})
+    tables = '{"weights": {"mlp": 1, "trees": 1, "clusters": 1}, "max_features": 6, "image_datasets": []}'
+    out = tmp_path / "t.md"
+    prior_baselines.main(["--quick", "--checkpoint", str(tmp_path / "ckpt"), "--prior", tables, "--out", str(out)])
+    text = out.read_text()
+    assert all(f"| {n} | {f} |" in text for n in (10, 20) for f in ("mlp", "trees", "clusters"))
