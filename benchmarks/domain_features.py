@@ -38,13 +38,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import command_line  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS, add_run_options, report  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, add_run_options, report, trained  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
 from training.features import accuracy, save_feature_net, train_feature_net  # noqa: E402
-from training.progress import read_records  # noqa: E402
-from training.train import train  # noqa: E402
 
 META_TEST = "mnist,fashion_mnist,cifar10,random"
 DURING = "mnist,cifar10"  # meta-tested while meta-training
@@ -103,15 +101,11 @@ def run_config(inputs: str, features: Path, args: argparse.Namespace) -> TrainCo
 
 def measure(cfg: TrainConfig, datasets: list[str], n_tasks: int, n_seqs: int) -> dict:
     """Meta-train (or resume) one learner; its accuracy per position on each meta-test dataset."""
-    torch.set_num_threads(1)
-    learner = train(cfg).eval()
-    dev = next(learner.parameters()).device
-    log = read_records(cfg.out_dir)
+    learner, dev, log, summary = trained(cfg)
     record = {
         "inputs": "features" if cfg.features else "pixels",
         "image_size": cfg.image_size,
-        "steps": max(r["step"] for r in log),
-        "final_loss": float(np.mean([r["loss"] for r in log if "loss" in r][-3:])),
+        **summary,
         "during": [
             {"step": r["step"], **{n: float(np.mean(r["eval"][n]["acc"][-LAST:])) for n in cfg.eval_datasets}}
             for r in log

@@ -25,16 +25,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks.common import RESULTS_DIR, command_line  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS, report  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, report, trained  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
-from training.progress import read_records  # noqa: E402
-from training.train import train  # noqa: E402
 
 DATASETS = ("mnist", "fashion_mnist")
 LAST = 10
@@ -66,16 +62,8 @@ def run_config(length: int, args: argparse.Namespace) -> TrainConfig:
 
 def measure(cfg: TrainConfig, test_lengths: list[int], n_tasks: int, n_seqs: int) -> dict:
     """Meta-train (or resume) at ``cfg.length``; accuracy of the last positions at each test length."""
-    torch.set_num_threads(1)
-    learner = train(cfg).eval()
-    dev = next(learner.parameters()).device
-    log = read_records(cfg.out_dir)
-    record = {
-        "train_length": cfg.length,
-        "batch_size": cfg.batch_size,
-        "steps": max(r["step"] for r in log),
-        "final_loss": float(np.mean([r["loss"] for r in log if "loss" in r][-3:])),
-    }
+    learner, dev, _, summary = trained(cfg)
+    record = {"train_length": cfg.length, "batch_size": cfg.batch_size, **summary}
     for name in DATASETS:
         x, y = load_dataset(name, "test", size=cfg.image_size, channels=1, device=dev)
         record[name] = {}

@@ -87,16 +87,22 @@ def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namesp
     )
 
 
-def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
-    """Train (or resume) one run, then meta-test it on seen tasks, unseen tasks and FashionMNIST."""
+def trained(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.device, list[dict], dict]:
+    """Train (or resume) one run on one thread: the learner (eval mode), the device it ran on
+    (CUDA when available), its metrics records, and ``{"steps", "final_loss"}`` from them."""
     torch.set_num_threads(1)
     learner = train(cfg).eval()
-    dev = next(learner.parameters()).device  # where training ran (CUDA when available)
     log = read_records(cfg.out_dir)
     losses = [r["loss"] for r in log if "loss" in r]
     # The steps the run has taken: a reused run may be past a smaller --steps.
-    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, "steps": max(r["step"] for r in log)}
-    record["final_loss"] = float(np.mean(losses[-3:]))
+    summary = {"steps": max(r["step"] for r in log), "final_loss": float(np.mean(losses[-3:]))}
+    return learner, next(learner.parameters()).device, log, summary
+
+
+def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
+    """Train (or resume) one run, then meta-test it on seen tasks, unseen tasks and FashionMNIST."""
+    learner, dev, _, summary = trained(cfg)
+    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, **summary}
     record["parameters"] = sum(p.numel() for p in learner.parameters())
     for label, dataset, split in SPLITS:
         if label == "seen" and cfg.num_tasks is None:
