@@ -24,6 +24,7 @@ from benchmarks import (
     plateaus,
     profile_step,
     sequence_length,
+    state_size,
     table2,
     tabular,
     task_transition,
@@ -390,3 +391,16 @@ def test_sequence_length_quick_meta_tests_every_run_at_every_length(tmp_path):
 def test_sequence_length_refuses_a_test_shorter_than_training():
     with pytest.raises(SystemExit):
         sequence_length.main(["--train-lengths", "100,300", "--test-lengths", "100"])
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_state_size_quick_trains_the_smallest_size_of_every_learner(tmp_path):
+    state_size.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "state_size.json").read_text())["records"]
+    assert [r["learner"] for r in records] == ["lstm", "oplstm", "vsml", "transformer"]
+    by_name = {r["learner"]: r for r in records}
+    assert by_name["lstm"]["state"] == 2 * 64 and by_name["oplstm"]["state"] == 2 * 64 + 16 * 16
+    assert by_name["vsml"]["state"] == 2 * 64 * 10 * 4  # 8 x 8 inputs, 10 label slots, state 4
+    assert by_name["transformer"]["state"] == 2 * 2 * 4 * 8 * 12  # layers, heads, head_dim, length
+    assert all(0 <= r[d] <= 1 for r in records for d in ("mnist", "fashion_mnist"))
+    assert (tmp_path / "state_size.png").stat().st_size > 0
