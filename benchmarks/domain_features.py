@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import command_line  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS, add_run_options, report, trained  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, add_run_options, report, small_run_config, trained  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -76,22 +76,17 @@ def feature_net(args: argparse.Namespace) -> Path:
 
 def run_config(inputs: str, features: Path, args: argparse.Namespace) -> TrainConfig:
     size = args.image_size if inputs == "features" else args.pixel_size
-    return TrainConfig(
+    return small_run_config(
+        args,
+        f"{args.meta_data}_{inputs}{'' if inputs == 'features' else f'_{size}'}",
         dataset=args.meta_data,
         image_size=size,
-        channels=1,
         features=str(features) if inputs == "features" else None,
         out_dim=args.out_dim,
         length=args.length,
-        biased_steps=args.biased_steps,
         learner="transformer",
         learner_kwargs=LEARNER_KWARGS["transformer"],
         batch_size=args.batch_size,
-        steps=args.steps,
-        bf16=False,
-        out_dir=str(Path(args.work_dir) / f"{args.meta_data}_{inputs}{'' if inputs == 'features' else f'_{size}'}"),
-        log_every=max(1, args.steps // 20),
-        ckpt_every=args.steps,
         eval_every=max(1, args.steps // args.evals),
         eval_datasets=tuple(args.during.split(",")),
         eval_tasks=args.n_tasks // 2 or 1,

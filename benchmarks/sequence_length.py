@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from benchmarks.common import RESULTS_DIR, command_line  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS, report, trained  # noqa: E402
+from benchmarks.task_transition import LEARNER_KWARGS, report, small_run_config, trained  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -41,22 +41,13 @@ def ints(text: str) -> list[int]:
 
 
 def run_config(length: int, args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        dataset="mnist",
-        image_size=args.image_size,
-        channels=1,
+    return small_run_config(
+        args,
+        f"train_length_{length}",
         length=length,
-        biased_steps=args.biased_steps,
         learner="transformer",
         learner_kwargs={**LEARNER_KWARGS["transformer"], "max_len": max(ints(args.test_lengths))},
         batch_size=max(1, args.rows_per_step // length),
-        steps=args.steps,
-        bf16=False,
-        out_dir=str(Path(args.work_dir) / f"train_length_{length}"),
-        log_every=max(1, args.steps // 20),
-        ckpt_every=args.steps,
-        eval_every=10**9,
-        eval_datasets=(),
     )
 
 

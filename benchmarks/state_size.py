@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from benchmarks.common import command_line  # noqa: E402
-from benchmarks.task_transition import LAST, add_run_options, report, trained  # noqa: E402
+from benchmarks.task_transition import LAST, add_run_options, report, small_run_config, trained  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -70,39 +70,24 @@ def run_config(learner: str, kw: dict, args: argparse.Namespace) -> TrainConfig:
     name = learner + "_" + "_".join(f"{k}{v}" for k, v in kw.items())
     if learner == "transformer":
         kw = {**kw, "max_len": args.length}
-    return TrainConfig(
-        dataset="mnist",
-        image_size=args.image_size,
-        channels=1,
-        length=args.length,
-        biased_steps=args.biased_steps,
-        learner=learner,
-        learner_kwargs=kw,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        bf16=False,
-        out_dir=str(Path(args.work_dir) / name),
-        log_every=max(1, args.steps // 20),
-        ckpt_every=args.steps,
-        eval_every=10**9,
-        eval_datasets=(),
+    return small_run_config(
+        args, name, length=args.length, learner=learner, learner_kwargs=kw, batch_size=args.batch_size
     )
 
 
 def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
     learner, dev, _, summary = trained(cfg)
-    x, y = load_dataset("mnist", "test", size=cfg.image_size, channels=1, device=dev)
+    input_dim = cfg.image_size**2  # one channel
     record = {
         "learner": cfg.learner,
         "options": cfg.learner_kwargs,
         "parameters": sum(p.numel() for p in learner.parameters()),
-        "state": state_size(cfg.learner, cfg.learner_kwargs, x.shape[1], cfg.num_classes, cfg.length),
+        "state": state_size(cfg.learner, cfg.learner_kwargs, input_dim, cfg.num_classes, cfg.length),
         **summary,
     }
     for name in DATASETS:
-        if name != "mnist":
-            x, y = load_dataset(name, "test", size=cfg.image_size, channels=1, device=dev)
-        correct = meta_test(learner, x, y, out_dim=x.shape[1], n_tasks=n_tasks, n_seqs=n_seqs, length=cfg.length)
+        x, y = load_dataset(name, "test", size=cfg.image_size, channels=1, device=dev)
+        correct = meta_test(learner, x, y, out_dim=input_dim, n_tasks=n_tasks, n_seqs=n_seqs, length=cfg.length)
         record[name] = float(correct.mean(axis=(0, 1))[-LAST:].mean())
     return record
 

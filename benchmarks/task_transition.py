@@ -63,27 +63,36 @@ def k_label(k: int | None) -> str:
     return f"2^{k.bit_length() - 1}" if k & (k - 1) == 0 else str(k)
 
 
-def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namespace) -> TrainConfig:
-    name = f"{learner}_K{'inf' if tasks is None else tasks}_s{seed}"
-    return TrainConfig(
+def small_run_config(args: argparse.Namespace, name: str, **fields) -> TrainConfig:
+    """A CPU-sized run in ``--work-dir/name``: MNIST at ``--image-size``, one channel, float32,
+    ``--steps`` with ``--biased-steps``, no meta-tests while training; ``fields`` set or override
+    the rest (the learner, its sizes, the batch, ...)."""
+    base = dict(
         dataset="mnist",
         image_size=args.image_size,
         channels=1,
-        length=args.length,
-        num_tasks=tasks,
         biased_steps=args.biased_steps,
-        learner=learner,
-        learner_kwargs=LEARNER_KWARGS[learner],
-        batch_size=args.batch_size,
         steps=args.steps,
-        seed=seed,
-        task_seed=seed,
         bf16=False,
-        out_dir=str(Path(args.work_dir) / name),
         log_every=max(1, args.steps // 20),
         ckpt_every=args.steps,
         eval_every=10**9,
         eval_datasets=(),
+    )
+    return TrainConfig(**(base | fields), out_dir=str(Path(args.work_dir) / name))
+
+
+def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namespace) -> TrainConfig:
+    return small_run_config(
+        args,
+        f"{learner}_K{'inf' if tasks is None else tasks}_s{seed}",
+        length=args.length,
+        num_tasks=tasks,
+        learner=learner,
+        learner_kwargs=LEARNER_KWARGS[learner],
+        batch_size=args.batch_size,
+        seed=seed,
+        task_seed=seed,
     )
 
 

@@ -21,7 +21,6 @@ mutate) the returned tensors.
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import tempfile
@@ -248,8 +247,9 @@ def load_dataset(
     else:
         x_raw, y_raw = load_split(name, split, root)
         x, y = _znorm(_resize_flatten(x_raw, size, channels, device)), torch.from_numpy(y_raw).to(device)
+        size = size or x_raw.shape[1]  # the native height, which a feature network must read
     if features is not None:
-        x = embed(features, x, size=size or int(math.isqrt(x.shape[1] // channels)), channels=channels)
+        x = embed(features, x, size=size, channels=channels)
     return x, y
 
 
