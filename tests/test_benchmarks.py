@@ -26,6 +26,7 @@ from benchmarks import (
     sequence_length,
     state_size,
     table2,
+    table_traits,
     tabular,
     task_transition,
     wide_tables,
@@ -223,6 +224,30 @@ def test_tabular_reuse_copies_the_rows_of_the_same_draws(tabular_quick, tiny_che
     assert len(reused) == 6 and data["meta"]["reused_rows"] == 6
     assert [{**r, "reused": False} for r in reused] == first["rows"]
     assert {r["learner"] for r in data["rows"] if not r["reused"]} == {"kNN"}
+
+
+def test_table_traits_sets_each_tables_gap_beside_its_traits(tabular_quick, tiny_checkpoint, tmp_path):
+    out, data = tabular_quick
+    args = ["--results", str(out.with_suffix(".json")), "--size", "50", "--baseline", "LogisticRegression"]
+    text = table_traits.main([*args, "--learner", f"GPICL ({tiny_checkpoint.name})", "--out", str(tmp_path / "t.md")])
+    assert (tmp_path / "t.md").read_text() == text + "\n"
+    cells_of = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ")]
+    body = [cells for cells in cells_of if cells[0].strip() in data["tables"]]
+    assert len(body) == len(data["tables"]) == 3
+    acc = {r["table"]: {} for r in data["rows"]}
+    for r in data["rows"]:
+        acc[r["table"]][r["learner"]] = r["accuracy"]  # one draw per table and learner in --quick
+    gaps = [float(cells[1]) for cells in body]
+    assert gaps == sorted(gaps)
+    for cells in body:
+        a = acc[cells[0].strip()]
+        assert float(cells[1]) == pytest.approx(
+            100 * (a[f"GPICL ({tiny_checkpoint.name})"] - a["LogisticRegression"]), abs=0.051
+        )
+        assert 0 < float(cells[6]) <= 1 and 1 <= float(cells[7]) <= int(cells[3])  # majority share, effective columns
+    assert "| Spearman with the gap |" in text
+    with pytest.raises(SystemExit, match="no table with both"):
+        table_traits.main([*args, "--learner", "kNN"])
 
 
 def test_tabular_gpicl_pipeline_runs_it_after_the_one_hot_encoding(tiny_checkpoint, tmp_path):
