@@ -26,9 +26,10 @@ subsets of tables or learners share their draws (what ``--reuse`` relies on).
 * RandomForest: categorical columns ordinal-encoded (unknown levels -1), missing values
   passed to the forest, which handles them natively.
 * HistGradientBoosting: the DataFrame as is (``categorical_features="from_dtype"``).
-* GPICL: ``GPICLClassifier`` with default parameters, one learner per ``--checkpoints``
-  entry, labelled ``GPICL (<checkpoint>)``, fed the DataFrame as it is (the estimator
-  encodes categorical columns and missing values itself); ``--gpicl-pipeline`` runs it in
+* GPICL: ``GPICLClassifier`` with default parameters (or ``--gpicl-params``, which the
+  label then lists), one learner per ``--checkpoints`` entry, labelled ``GPICL
+  (<checkpoint>)``, fed the DataFrame as it is (the estimator encodes categorical columns
+  and missing values itself); ``--gpicl-pipeline`` runs it in
   the LogisticRegression pipeline instead (labelled ``GPICL (<checkpoint>, one-hot
   pipeline)``). An error it raises is recorded in the row, not raised; a checkpoint that
   cannot be loaded is reported as not available.
@@ -320,14 +321,15 @@ class Learner:
     checkpoint_sha256: str | None = None
 
 
-def checkpoint_label(spec: str, pipeline: bool) -> str:
-    """``"GPICL (<name>)"``: a checkpoint name as given, a path by its last component."""
+def checkpoint_label(spec: str, pipeline: bool, params: dict | None = None) -> str:
+    """``"GPICL (<name>[, k=v...])"``: a checkpoint name as given, a path by its last component."""
     name = Path(spec).name if os.sep in spec and Path(spec).exists() else spec
-    return f"{GPICL} ({name}{', one-hot pipeline' if pipeline else ''})"
+    given = "".join(f", {k}={v}" for k, v in (params or {}).items())
+    return f"{GPICL} ({name}{given}{', one-hot pipeline' if pipeline else ''})"
 
 
-def gpicl_learner(spec: str, device: str, pipeline: bool) -> Learner:
-    """``GPICLClassifier(checkpoint=spec)`` with default parameters, after the one-hot pipeline if ``pipeline``.
+def gpicl_learner(spec: str, device: str, pipeline: bool, params: dict | None = None) -> Learner:
+    """``GPICLClassifier(checkpoint=spec, **params)``, after the one-hot pipeline if ``pipeline``.
 
     Raises
     ------
@@ -337,13 +339,13 @@ def gpicl_learner(spec: str, device: str, pipeline: bool) -> Learner:
     sha256 = load_checkpoint(spec, shared=True).sha256
 
     def make(seed: int):
-        clf = GPICLClassifier(checkpoint=spec, device=device, random_state=seed)
+        clf = GPICLClassifier(checkpoint=spec, device=device, random_state=seed, **(params or {}))
         return make_pipeline(one_hot_preprocessor(), clf) if pipeline else clf
 
-    return Learner(checkpoint_label(spec, pipeline), make, (ValueError, TypeError), sha256)
+    return Learner(checkpoint_label(spec, pipeline, params), make, (ValueError, TypeError), sha256)
 
 
-def build_learners(names: list[str], checkpoints: list[str], device: str, pipeline: bool):
+def build_learners(names: list[str], checkpoints: list[str], device: str, pipeline: bool, params: dict | None = None):
     """The learners asked for, in order, and the GPICL checkpoints that could not be loaded.
 
     Returns
@@ -359,9 +361,9 @@ def build_learners(names: list[str], checkpoints: list[str], device: str, pipeli
             continue
         for spec in checkpoints:
             try:
-                learners.append(gpicl_learner(spec, device, pipeline))
+                learners.append(gpicl_learner(spec, device, pipeline, params))
             except CheckpointError as err:
-                unavailable[checkpoint_label(spec, pipeline)] = f"not available: {err}"
+                unavailable[checkpoint_label(spec, pipeline, params)] = f"not available: {err}"
     return learners, unavailable
 
 
@@ -591,7 +593,8 @@ def markdown(data: dict, summary: dict, cells: dict) -> str:
         f"{len(data['tables'])} tables; {meta['repeats']} stratified draw(s) per training size, every class in "
         f"every draw; the rest of the rows (at most {meta['max_test']}, stratified) for testing; a size runs on a "
         f"table only when at least {MIN_TEST_FRACTION:.0%} of its rows remain for testing. GPICL: "
-        f"`GPICLClassifier()` defaults on device `{meta['device']}`, "
+        f"`GPICLClassifier({_params(meta)})`{'' if meta.get('gpicl_params') else ' defaults'} on device "
+        f"`{meta['device']}`, "
         + (
             "in the LogisticRegression pipeline (one-hot, impute, scale)."
             if meta["gpicl_pipeline"]
@@ -611,6 +614,11 @@ def markdown(data: dict, summary: dict, cells: dict) -> str:
         f"Made by `{meta['command']}` ({meta['seconds']:.0f} s, suite list `{meta['suite']}`{_provenance(data)}).",
     ]
     return "\n".join(lines)
+
+
+def _params(meta: dict) -> str:
+    """The estimator's parameters as the run set them (runs before ``--gpicl-params`` used the defaults)."""
+    return ", ".join(f"{k}={v!r}" for k, v in meta.get("gpicl_params", {}).items())
 
 
 def _provenance(data: dict) -> str:
@@ -662,6 +670,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--gpicl-pipeline", action="store_true", help="GPICL in the LogisticRegression pipeline, not on the raw table"
     )
+    parser.add_argument(
+        "--gpicl-params",
+        type=json.loads,
+        default={},
+        help="GPICLClassifier parameters as JSON, e.g. '{\"n_estimators\": 16}'",
+    )
     parser.add_argument("--device", default="auto", help="GPICL device: auto, cpu or cuda")
     parser.add_argument("--max-test", type=int, help="most test rows per draw (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
@@ -693,7 +707,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"unknown tables {sorted(unknown)}; expected some of {[*suite, *SKLEARN_TABLES]}")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     learners, unavailable = build_learners(
-        args.learners.split(","), args.checkpoints.split(","), device, args.gpicl_pipeline
+        args.learners.split(","), args.checkpoints.split(","), device, args.gpicl_pipeline, args.gpicl_params
     )
     config = {
         "sizes": [int(s) for s in args.sizes.split(",")],
@@ -731,6 +745,7 @@ def main(argv: list[str] | None = None) -> dict:
             "device": device,
             "threads": args.threads,
             "gpicl_pipeline": args.gpicl_pipeline,
+            "gpicl_params": args.gpicl_params,
             "checkpoints": args.checkpoints.split(","),
             "suite": os.path.relpath(suite_path, REPO_ROOT),
             "reused_from": None if args.reuse is None else str(args.reuse),

@@ -258,6 +258,16 @@ def test_tabular_gpicl_pipeline_runs_it_after_the_one_hot_encoding(tiny_checkpoi
     assert "in the LogisticRegression pipeline" in (tmp_path / "t.md").read_text()
 
 
+def test_tabular_gpicl_params_reach_the_estimator_and_name_the_learner(tiny_checkpoint, tmp_path):
+    args = ["--quick", "--learners", "GPICL", "--checkpoints", str(tiny_checkpoint), "--tables", "datasets/iris"]
+    one = tabular.main([*args, "--gpicl-params", '{"n_estimators": 1}', "--out", str(tmp_path / "one")])
+    two = tabular.main([*args, "--gpicl-params", '{"n_estimators": 2}', "--out", str(tmp_path / "two")])
+    assert one["learners"] == [f"GPICL ({tiny_checkpoint.name}, n_estimators=1)"]
+    assert one["meta"]["gpicl_params"] == {"n_estimators": 1}
+    assert "`GPICLClassifier(n_estimators=1)` on device" in (tmp_path / "one.md").read_text()
+    assert one["rows"][0]["log_loss"] != two["rows"][0]["log_loss"]  # a second member changes the probabilities
+
+
 def test_tabular_stratified_draw_keeps_every_class_on_both_sides():
     y = np.array(["a"] * 90 + ["b"] * 8 + ["c"] * 2)
     for seed in range(5):
