@@ -69,14 +69,18 @@ def run(args: argparse.Namespace) -> list[dict]:
     fams = np.tile(families, len(batches))
     x = torch.cat([b[0] for b in batches])
     y = torch.cat([b[1] for b in batches])
+    if args.by_classes:  # each family split by its tasks' number of classes: binary or more
+        binary = torch.cat([b[2] for b in batches]).sum(1).numpy() == 2
+        fams = np.char.add(fams.astype(str), np.where(binary, ", 2 classes", ", 3+ classes"))
     records = []
     for n in args.sizes:
         start = time.perf_counter()
         hits = {"GPICL": np.concatenate([gpicl_hits(model, *b, n) for b in batches])}
         hits |= {name: classical_hits(make, x.numpy(), y.numpy(), n) for name, make in CLASSICAL.items()}
-        for family in dict.fromkeys(families):
+        for family in sorted(set(fams), key=list(fams).index):
             rows = fams == family
-            records.append({"rows": n, "family": family, **{k: float(h[rows].mean()) for k, h in hits.items()}})
+            stats = {k: float(h[rows].mean()) for k, h in hits.items()}
+            records.append({"rows": n, "family": family, "sequences": int(rows.sum()), **stats})
         print(f"{n} context rows: {time.perf_counter() - start:.0f} s", flush=True)
     return records
 
@@ -90,12 +94,13 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         f"(PriorConfig {json.dumps(args.prior)}, images from the test splits); the first n rows of each "
         f"sequence are the context, the rest the queries. Accuracy of the queries:",
         "",
-        "| context rows | family | " + " | ".join(learners) + " | GPICL − RandomForest (points) |",
-        "|---:|---|" + "---:|" * (len(learners) + 1),
+        "| context rows | family | sequences | " + " | ".join(learners) + " | GPICL − RandomForest (points) |",
+        "|---:|---|---:|" + "---:|" * (len(learners) + 1),
     ]
     for r in records:
         cells = " | ".join(f"{r[k]:.3f}" for k in learners)
-        lines.append(f"| {r['rows']} | {r['family']} | {cells} | {100 * (r['GPICL'] - r['RandomForest']):+.1f} |")
+        gap = 100 * (r["GPICL"] - r["RandomForest"])
+        lines.append(f"| {r['rows']} | {r['family']} | {r['sequences']} | {cells} | {gap:+.1f} |")
     return "\n".join(lines)
 
 
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--prior", type=json.loads, default={}, help="PriorConfig fields as JSON (default: {})")
     parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[100, 500, 1000])
+    parser.add_argument("--by-classes", action="store_true", help="split each family into binary and 3+ class tasks")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="markdown file to write (default: print only)")
     parser.add_argument("--quick", action="store_true", help="one batch of 8 sequences, context sizes 10 and 20")

@@ -70,3 +70,9 @@ def test_prior_baselines_reads_the_context_once_and_scores_every_family(tmp_path
     prior_baselines.main(["--quick", "--checkpoint", str(tmp_path / "ckpt"), "--prior", tables, "--out", str(out)])
     text = out.read_text()
     assert all(f"| {n} | {f} |" in text for n in (10, 20) for f in ("mlp", "trees", "clusters"))
+    args = ["--quick", "--checkpoint", str(tmp_path / "ckpt"), "--prior", tables, "--by-classes"]
+    prior_baselines.main([*args, "--out", str(out)])
+    rows = [line.split(" | ") for line in out.read_text().splitlines() if line.startswith("| 10 | ")]
+    assert {r[1].split(", ")[0] for r in rows} == {"mlp", "trees", "clusters"}
+    assert {r[1].split(", ")[1] for r in rows} <= {"2 classes", "3+ classes"}
+    assert sum(int(r[2]) for r in rows) == 8  # every sequence of the quick batch in one group
