@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         start = time.perf_counter()
         hits = {"GPICL": np.concatenate([gpicl_hits(model, *b, n) for b in batches])}
         hits |= {name: classical_hits(make, x.numpy(), y.numpy(), n) for name, make in CLASSICAL.items()}
-        for family in sorted(set(fams), key=list(fams).index):
+        for family in dict.fromkeys(fams):
             rows = fams == family
             stats = {k: float(h[rows].mean()) for k, h in hits.items()}
             records.append({"rows": n, "family": family, "sequences": int(rows.sum()), **stats})
