@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from training.priors import clusters, corruptions, mlp, trees
-from training.priors.common import MAX_CLASSES, cut_into_classes
+from training.priors.common import MAX_CLASSES, class_counts, cut_into_classes
 from training.priors.images import ImageTasks
 from training.priors.mixture import PriorConfig, PriorSampler, assign_slots, compact_labels, family_sizes
 
@@ -93,6 +93,30 @@ def test_sampler_batches_are_model_inputs_and_reproducible():
     for a, b in zip(draw(0), (x, y, used), strict=True):
         assert torch.equal(a, b)
     assert not torch.equal(draw(1)[0], x)  # the step number is part of the host seed
+
+
+def test_binary_share_sets_the_share_of_two_class_tasks_and_none_draws_as_before():
+    def draw(share):
+        return class_counts(20000, torch.Generator().manual_seed(0), "cpu", binary_share=share)
+
+    assert torch.equal(
+        draw(None), torch.randint(2, MAX_CLASSES + 1, (20000,), generator=torch.Generator().manual_seed(0))
+    )
+    assert (draw(1.0) == 2).all() and (draw(0.0) >= 3).all() and (draw(0.0) <= MAX_CLASSES).all()
+    half = draw(0.5)
+    assert abs((half == 2).float().mean().item() - 0.5) < 0.02
+    assert set(half.unique().tolist()) == set(range(2, MAX_CLASSES + 1))
+
+
+def test_binary_share_one_makes_every_table_task_binary_and_leaves_images_alone():
+    images = [(torch.randn(200, 16), torch.arange(200) % 10)]
+    cfg = PriorConfig(weights={"mlp": 1, "trees": 1, "clusters": 1, "images": 1}, max_features=12, binary_share=1.0)
+    _, _, used = PriorSampler(cfg, 48, 8, 10, images, torch.Generator().manual_seed(1), seed=3).sample(32)
+    tables, image_tasks = used[:24].sum(1), used[24:].sum(1)  # families in the order of cfg.weights
+    assert (tables <= 2).all() and (tables == 2).any()
+    assert (image_tasks > 2).any()
+    with pytest.raises(ValueError, match="binary_share"):
+        PriorConfig(binary_share=1.5)
 
 
 def test_prior_config_rejects_unknown_families():

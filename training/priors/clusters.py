@@ -22,10 +22,12 @@ from training.priors.common import (
 )
 
 
-def sample(b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator) -> RawTasks:
+def sample(
+    b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator, binary_share: float | None = None
+) -> RawTasks:
     dev = g.device
     widths = log_uniform_int(b, 1, d_max, g, dev)
-    k = class_counts(b, g, dev)
+    k = class_counts(b, g, dev, binary_share=binary_share)
     cum = class_proportions(k, g).cumsum(1)
     u = torch.rand(b, length, 1, generator=g, device=dev)
     y = (u > cum[:, None, :-1]).sum(-1)  # (b, L) in 0..k-1

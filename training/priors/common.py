@@ -42,8 +42,16 @@ def width_mask(widths: Tensor, d_max: int) -> Tensor:
     return torch.arange(d_max, device=widths.device)[None, :] < widths[:, None]
 
 
-def class_counts(b: int, g: torch.Generator, device, low: int = 2, high: int = MAX_CLASSES) -> Tensor:
-    return torch.randint(low, high + 1, (b,), generator=g, device=device)
+def class_counts(
+    b: int, g: torch.Generator, device, low: int = 2, high: int = MAX_CLASSES, binary_share: float | None = None
+) -> Tensor:
+    """``(b,)`` class counts, uniform in ``low..high``; with ``binary_share``, 2 with that
+    probability and otherwise uniform in ``3..high`` (real tables are mostly binary). ``None``
+    draws exactly what it always drew, so earlier runs resume on the same tasks."""
+    if binary_share is None:
+        return torch.randint(low, high + 1, (b,), generator=g, device=device)
+    more = torch.randint(3, high + 1, (b,), generator=g, device=device)
+    return torch.where(torch.rand(b, generator=g, device=device) < binary_share, 2, more)
 
 
 def class_proportions(k: Tensor, g: torch.Generator) -> Tensor:

@@ -42,6 +42,7 @@ class PriorConfig:
     chunks: int = 2  # chunks per family and batch, each with its own depth, activation, view, ...
     layout: str = "slots"
     image_datasets: tuple = ("mnist", "fashion_mnist")  # train splits, native pixels
+    binary_share: float | None = None  # table tasks with two classes; None: 2..10 uniformly (images: always)
 
     def __post_init__(self):
         object.__setattr__(self, "weights", dict(self.weights))
@@ -51,6 +52,8 @@ class PriorConfig:
             raise ValueError(f"PriorConfig.weights: unknown families {sorted(unknown)}")
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise ValueError(f"PriorConfig.weights must be non-negative with a positive sum, got {self.weights}")
+        if self.binary_share is not None and not 0 <= self.binary_share <= 1:
+            raise ValueError(f"PriorConfig.binary_share must be in [0, 1] or None, got {self.binary_share}")
 
 
 def load_images(cfg: PriorConfig, split: str, device) -> list[tuple[Tensor, Tensor]]:
@@ -115,6 +118,7 @@ class PriorSampler:
         self.calls += 1
         chunks: list[RawTasks] = []  # in the batch's order: families as in cfg.weights
         table_chunks: list[int] = []  # indices of the table chunks, corrupted together below
+        share = self.cfg.binary_share
         for name, size in family_sizes(self.cfg.weights, batch_size).items():
             bounds = np.linspace(0, size, min(self.cfg.chunks, size) + 1).astype(int)
             for b in np.diff(bounds):
@@ -122,7 +126,7 @@ class PriorSampler:
                     chunks.append(self.images.sample(int(b), self.length, self.width, self.g, rng))
                 else:
                     table_chunks.append(len(chunks))
-                    chunks.append(TABLE_FAMILIES[name](int(b), self.length, self.cfg.max_features, self.g, rng))
+                    chunks.append(TABLE_FAMILIES[name](int(b), self.length, self.cfg.max_features, self.g, rng, share))
         if table_chunks:  # every table family pads its tables to max_features: one set of kernels for all
             merged = corruptions.corrupt(
                 _concat([chunks[i] for i in table_chunks]),

@@ -25,7 +25,9 @@ from training.priors.common import (
 )
 
 
-def sample(b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator) -> RawTasks:
+def sample(
+    b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator, binary_share: float | None = None
+) -> RawTasks:
     dev = g.device
     depth = int(rng.integers(1, 5))
     width = max(64, -(-(d_max + MAX_CLASSES) // depth))  # enough nodes for d_max features and the targets
@@ -52,7 +54,7 @@ def sample(b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.G
     order = torch.rand(b, nodes.shape[2], generator=g, device=dev).argsort(1)
     x = nodes.gather(2, order[:, None, :d_max].expand(-1, length, -1))
     targets = last
-    k = class_counts(b, g, dev)
+    k = class_counts(b, g, dev, binary_share=binary_share)
     if rng.random() < 0.5:
         y = cut_into_classes(targets[..., 0], k, g)
     else:

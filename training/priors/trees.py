@@ -31,7 +31,9 @@ def base_features(b: int, length: int, d: int, g: torch.Generator, rng: np.rando
     return x
 
 
-def sample(b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator) -> RawTasks:
+def sample(
+    b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.Generator, binary_share: float | None = None
+) -> RawTasks:
     dev = g.device
     widths = log_uniform_int(b, 1, d_max, g, dev)
     x = base_features(b, length, d_max, g, rng)
@@ -51,5 +53,5 @@ def sample(b: int, length: int, d_max: int, g: torch.Generator, rng: np.random.G
     leaf_scores = torch.randn(b, n_trees, n_leaves, MAX_CLASSES, generator=g, device=dev)
     idx = leaf[..., None].expand(-1, -1, -1, MAX_CLASSES)
     scores = leaf_scores.gather(2, idx).sum(1)  # (b, L, C)
-    y = argmax_classes(scores, class_counts(b, g, dev), g)
+    y = argmax_classes(scores, class_counts(b, g, dev, binary_share=binary_share), g)
     return RawTasks(x=x, y=y, feature_mask=width_mask(widths, d_max))
