@@ -23,7 +23,7 @@ for name in "$@"; do
   run=runs/prior_$safe
   if [[ $name == *@* ]]; then
     IFS=, read -ra pairs <<< "${name#*@}"
-    for kv in "${pairs[@]}"; do extra+=("--${kv%%=*}" "${kv#*=}"); done
+    for kv in "${pairs[@]}"; do key=${kv%%=*}; extra+=("--${key//_/-}" "${kv#*=}"); done  # batch_size: --batch-size
   fi
   if [ "$mode" = decay ]; then  # a wsd schedule whose decay starts at the saved step
     at=$(python -c "from training.state import find_state, read_meta; print(read_meta(find_state('$run/state'))['step'])")
