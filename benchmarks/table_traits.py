@@ -26,17 +26,17 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import make_pipeline
 
 from benchmarks.common import RESULTS_DIR, command_line
-from benchmarks.tabular import draw_seed, find_suite, load_table, ordinal_preprocessor, read_suite, stratified_draw
+from benchmarks.tabular import (
+    draw_seed,
+    find_suite,
+    load_table,
+    ordinal_preprocessor,
+    per_table,
+    read_suite,
+    stratified_draw,
+)
 
 TRAITS = ("rows", "columns", "categorical", "classes", "majority", "effective columns", "top-3 share")
-
-
-def mean_accuracy(rows: list[dict], learner: str, size: int) -> dict[str, float]:
-    by_table: dict[str, list[float]] = {}
-    for r in rows:
-        if r["learner"] == learner and r["size"] == size and r["error"] is None:
-            by_table.setdefault(r["table"], []).append(r["accuracy"])
-    return {t: float(np.mean(v)) for t, v in by_table.items()}
 
 
 def traits(name: str, suite: dict, size: int, seed: int, max_test: int) -> dict[str, float]:
@@ -66,8 +66,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--out", type=Path, help="markdown file to write (default: print only)")
     args = parser.parse_args(argv)
     data = json.loads(args.results.read_text())
-    ours = mean_accuracy(data["rows"], args.learner, args.size)
-    theirs = mean_accuracy(data["rows"], args.baseline, args.size)
+    cells = per_table(data["rows"])  # the benchmark's own means: None where a draw failed
+
+    def mean_accuracy(learner: str) -> dict[str, float]:
+        return {
+            t: c["accuracy"]
+            for (lrn, n, t), c in cells.items()
+            if (lrn, n) == (learner, args.size) and c["accuracy"] is not None
+        }
+
+    ours, theirs = mean_accuracy(args.learner), mean_accuracy(args.baseline)
     tables = sorted(set(ours) & set(theirs), key=lambda t: ours[t] - theirs[t])
     if not tables:
         raise SystemExit(
