@@ -26,8 +26,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from benchmarks.common import RESULTS_DIR, command_line  # noqa: E402
-from benchmarks.task_transition import LEARNER_KWARGS, report, small_run_config, trained  # noqa: E402
+from benchmarks.common import command_line  # noqa: E402
+from benchmarks.task_transition import (  # noqa: E402
+    LEARNER_KWARGS,
+    add_run_options,
+    report,
+    small_run_config,
+    trained,
+)
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
@@ -115,14 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-lengths", default="100,300,1000")
     parser.add_argument("--test-lengths", default="100,300,1000")
     parser.add_argument("--rows-per-step", type=int, default=12800)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--image-size", type=int, default=8)
-    parser.add_argument("--biased-steps", type=int, default=1000)
-    parser.add_argument("--n-tasks", type=int, default=16)
-    parser.add_argument("--n-seqs", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
-    parser.add_argument("--work-dir", default="runs/sequence_length")
-    parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
+    add_run_options(parser, sequences=False)  # the batch follows from --rows-per-step and each training length
+    parser.set_defaults(work_dir="runs/sequence_length")
     parser.add_argument("--quick", action="store_true", help="smoke run: lengths 10 and 20, 10 steps, tiny meta-test")
     args = parser.parse_args(argv)
     if args.quick:

@@ -207,11 +207,13 @@ def report(
         draw(records, Path(out) / f"{stem}.png")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """The options that shape each run and its meta-test (shared with :mod:`benchmarks.bimodality`)."""
+def add_run_options(parser: argparse.ArgumentParser, sequences: bool = True) -> None:
+    """The options that shape each run and its meta-test (shared by the paper-finding benchmarks);
+    ``sequences=False`` leaves out ``--batch-size`` and ``--length`` for a caller that sets them its own way."""
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--length", type=int, default=100)
+    if sequences:
+        parser.add_argument("--batch-size", type=int, default=128)
+        parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=8)
     parser.add_argument("--biased-steps", type=int, default=1000)
     parser.add_argument("--n-tasks", type=int, default=16)
