@@ -3,6 +3,8 @@
 # one warm machine (runs/ stays there between calls; each call resumes):
 #   bash training/jobs/prior_pair.sh train 4x256 8x256     # configs training/configs/prior_<name>.json
 #   bash training/jobs/prior_pair.sh decay 4x256 8x256     # last call: lr decays to 5% over DECAY_STEPS
+# (on a fresh machine, with no saved state: INIT_FROM=<published run> decays those weights over
+# DECAY_STEPS after 300 warm-up steps for the new optimizer)
 # A run NAME@flag=value,flag=value adds flags to its config (8x256@lr=3e-4 runs
 # prior_8x256.json with --lr 3e-4; its run folder is runs/prior_8x256_lr_3e-4, every character
 # but letters, digits and ._- made _; e.g. 8x256_qk@prior={"max_features":300} for wider tables).
@@ -26,8 +28,13 @@ for name in "$@"; do
     for kv in "${pairs[@]}"; do key=${kv%%=*}; extra+=("--${key//_/-}" "${kv#*=}"); done  # batch_size: --batch-size
   fi
   if [ "$mode" = decay ]; then  # a wsd schedule whose decay starts at the saved step
-    at=$(python -c "from training.state import find_state, read_meta; print(read_meta(find_state('$run/state'))['step'])")
-    extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05)
+    at=$(python -c "from training.state import find_state, read_meta; s = find_state('$run/state'); print(read_meta(s)['step'] if s else '')")
+    decay=${DECAY_STEPS:-10000} warm=()
+    if [ -z "$at" ]; then  # a machine gone cold lost the state: decay INIT_FROM's weights, Adam warmed up anew
+      : "${INIT_FROM:?no saved state in $run: set INIT_FROM to the published weights to decay}"
+      at=0 warm=(--warmup-steps 300) decay=$((decay - 300))
+    fi
+    extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "$decay" --min-lr-ratio 0.05 "${warm[@]}")
   fi
   launch=(python) gpus=$(seq -s, "$gpu" $((gpu + per - 1)))
   [ "$per" -gt 1 ] && launch=(torchrun --standalone --nproc-per-node "$per")
