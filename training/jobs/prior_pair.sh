@@ -29,12 +29,12 @@ for name in "$@"; do
   fi
   if [ "$mode" = decay ]; then  # a wsd schedule whose decay starts at the saved step
     at=$(python -c "from training.state import find_state, read_meta; s = find_state('$run/state'); print(read_meta(s)['step'] if s else '')")
-    decay=${DECAY_STEPS:-10000} warm=()
+    warm=()
     if [ -z "$at" ]; then  # a machine gone cold lost the state: decay INIT_FROM's weights, Adam warmed up anew
       : "${INIT_FROM:?no saved state in $run: set INIT_FROM to the published weights to decay}"
-      at=0 warm=(--warmup-steps 300) decay=$((decay - 300))
+      at=0 warm=(--warmup-steps 300)  # wsd's decay starts where the warm-up ends (training/optim.py lr_at)
     fi
-    extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "$decay" --min-lr-ratio 0.05 "${warm[@]}")
+    extra+=(--lr-schedule wsd --steps $((at + ${DECAY_STEPS:-10000})) --decay-steps "${DECAY_STEPS:-10000}" --min-lr-ratio 0.05 "${warm[@]}")
   fi
   launch=(python) gpus=$(seq -s, "$gpu" $((gpu + per - 1)))
   [ "$per" -gt 1 ] && launch=(torchrun --standalone --nproc-per-node "$per")
