@@ -66,7 +66,9 @@ def k_label(k: int | None) -> str:
 def small_run_config(args: argparse.Namespace, name: str, **fields) -> TrainConfig:
     """A CPU-sized run in ``--work-dir/name``: MNIST at ``--image-size``, one channel, float32,
     ``--steps`` with ``--biased-steps``, no meta-tests while training; ``fields`` set or override
-    the rest (the learner, its sizes, the batch, ...)."""
+    the rest (the learner, its sizes, the batch, ...). On a GPU each step replays one CUDA graph:
+    these small steps are launch-bound (one H200: 550 steps/s for the 2-layer Transformer,
+    96 eager)."""
     base = dict(
         dataset="mnist",
         image_size=args.image_size,
@@ -74,6 +76,7 @@ def small_run_config(args: argparse.Namespace, name: str, **fields) -> TrainConf
         biased_steps=args.biased_steps,
         steps=args.steps,
         bf16=False,
+        cuda_graph=True,  # ignored on a CPU
         log_every=max(1, args.steps // 20),
         ckpt_every=args.steps,
         eval_every=10**9,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from training import tasks
 from training.tasks import TaskConfig, TaskSampler, gaussian_projection, task_permutation, task_projection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,6 +107,33 @@ def test_sampler_reproduces_from_the_generator_state(num_tasks):
     assert torch.equal(xb, xr) and torch.equal(yb, yr)
 
 
+@pytest.fixture(params=["table", "regenerated"])
+def task_source(request, monkeypatch):
+    """Finite tasks gathered from the drawn-once table, or regenerated per sequence."""
+    if request.param == "regenerated":
+        monkeypatch.setattr(tasks, "TASK_TABLE_BYTES", 0)
+    tasks.task_table.cache_clear()
+    yield request.param
+    tasks.task_table.cache_clear()
+
+
+def test_task_table_and_regenerated_tasks_give_the_same_batches(monkeypatch):
+    x, y = labelled_points(5, 4, 6)
+    cfg = TaskConfig(length=7, num_classes=4, out_dim=5, num_tasks=9, biased_fraction=0.25, task_seed=2)
+    tasks.task_table.cache_clear()
+    from_table = TaskSampler(x, y, cfg, torch.Generator().manual_seed(0)).sample(8)
+    table = tasks.task_table(9, 6, 5, 4, 2, "cpu")  # the biased share was written to a copy
+    assert torch.equal(table[1], torch.stack([task_permutation(k, 4, task_seed=2) for k in range(9)]))
+    monkeypatch.setattr(tasks, "TASK_TABLE_BYTES", 9 * 6 * 5 * 4 - 1)  # one byte short: regenerate
+    tasks.task_table.cache_clear()
+    regenerated = TaskSampler(x, y, cfg, torch.Generator().manual_seed(0)).sample(8)
+    assert tasks.task_table(9, 6, 5, 4, 2, "cpu") is None
+    torch.testing.assert_close(from_table[0], regenerated[0])
+    assert torch.equal(from_table[1], regenerated[1])
+    tasks.task_table.cache_clear()
+
+
+@pytest.mark.usefixtures("task_source")
 def test_finite_tasks_are_the_indexed_projections_and_permutations():
     # Every sequence must be (x_i @ A_k, rho_k(y_i)) for base examples i and ONE task k < K
     # (the identity instead of rho_k in the biased share).
