@@ -2,6 +2,8 @@
 
     python -m benchmarks.task_transition                  # writes benchmarks/results/task_transition.{md,json,png}
     python -m benchmarks.task_transition --quick --out /tmp/tt    # smoke run (CI)
+    python -m benchmarks.task_transition --learners transformer,mlp --transformer-widths 32,64,128 \
+        --mlp-widths 128,256,512 --tasks 256,1024,4096,16384,65536,inf --steps 10000 --jobs 6   # Fig. 4, a GPU
 
 The paper's Fig. 2 / 4 / 11 (Kirsch et al., 2022): a learner meta-trained on ``K`` tasks
 (random projections and label permutations of MNIST, Alg. 1) memorises them when ``K`` is
@@ -43,10 +45,17 @@ from training.evaluate import meta_test  # noqa: E402
 from training.progress import read_records  # noqa: E402
 from training.train import train  # noqa: E402
 
-LEARNER_KWARGS = {
-    "transformer": {"d_model": 64, "n_layers": 2, "n_heads": 4, "head_dim": 16},
-    "mlp": {"hidden_size": 256, "num_hidden_layers": 2},
-}
+
+def learner_kwargs(learner: str, width: int) -> dict:
+    """The 2-layer learner at ``width``: the Transformer's ``d_model`` (4 heads of ``width / 4``),
+    the MLP's hidden units."""
+    if learner == "transformer":
+        return {"d_model": width, "n_layers": 2, "n_heads": 4, "head_dim": width // 4}
+    return {"hidden_size": width, "num_hidden_layers": 2}
+
+
+DEFAULT_WIDTHS = {"transformer": 64, "mlp": 256}
+LEARNER_KWARGS = {learner: learner_kwargs(learner, width) for learner, width in DEFAULT_WIDTHS.items()}
 SPLITS = (("seen", "mnist", "train"), ("unseen", "mnist", "test"), ("fashion_mnist", "fashion_mnist", "test"))
 LAST = 10  # accuracy over the last LAST positions
 
@@ -85,14 +94,18 @@ def small_run_config(args: argparse.Namespace, name: str, **fields) -> TrainConf
     return TrainConfig(**(base | fields), out_dir=str(Path(args.work_dir) / name))
 
 
-def run_config(learner: str, tasks: int | None, seed: int, args: argparse.Namespace) -> TrainConfig:
+def run_config(
+    learner: str, tasks: int | None, seed: int, args: argparse.Namespace, width: int | None = None
+) -> TrainConfig:
+    """One run of ``learner`` at ``width`` (default :data:`DEFAULT_WIDTHS`) on ``tasks`` tasks."""
+    width = width or DEFAULT_WIDTHS[learner]
     return small_run_config(
         args,
-        f"{learner}_K{'inf' if tasks is None else tasks}_s{seed}",
+        f"{learner}{width}_K{'inf' if tasks is None else tasks}_s{seed}",
         length=args.length,
         num_tasks=tasks,
         learner=learner,
-        learner_kwargs=LEARNER_KWARGS[learner],
+        learner_kwargs=learner_kwargs(learner, width),
         batch_size=args.batch_size,
         seed=seed,
         task_seed=seed,
@@ -114,7 +127,9 @@ def trained(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.device, list[dict]
 def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
     """Train (or resume) one run, then meta-test it on seen tasks, unseen tasks and FashionMNIST."""
     learner, dev, _, summary = trained(cfg)
-    record = {"learner": cfg.learner, "tasks": cfg.num_tasks, "seed": cfg.seed, **summary}
+    kw = cfg.learner_kwargs
+    width = kw.get("d_model", kw.get("hidden_size"))
+    record = {"learner": cfg.learner, "width": width, "tasks": cfg.num_tasks, "seed": cfg.seed, **summary}
     record["parameters"] = sum(p.numel() for p in learner.parameters())
     for label, dataset, split in SPLITS:
         if label == "seen" and cfg.num_tasks is None:
@@ -148,13 +163,15 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         f"{args.biased_steps} steps; meta-test {args.n_tasks} tasks x {args.n_seqs} sequences. Accuracy: mean "
         f"of the last {LAST} positions; improvement: that minus the first prediction's accuracy (points).",
         "",
-        "| learner | parameters | K | steps | final loss | seen | unseen | fashion_mnist | improvement (unseen) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| learner | width | parameters | K | steps | final loss | seen | unseen | fashion_mnist "
+        "| improvement (unseen) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in records:
         seen = f"{100 * r['seen']['acc']:.1f}" if "seen" in r else "-"
         lines.append(
-            f"| {r['learner']} (seed {r['seed']}) | {r['parameters']:,} | {k_label(r['tasks'])} | {r['steps']} | "
+            f"| {r['learner']} (seed {r['seed']}) | {r['width']} | {r['parameters']:,} | {k_label(r['tasks'])} | "
+            f"{r['steps']} | "
             f"{r['final_loss']:.3f} | "
             f"{seen} | {100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
             f"{100 * r['unseen']['improvement']:+.1f} |"
@@ -163,16 +180,28 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
 
 
 def figure(records: list[dict], path: Path) -> None:
+    """One panel per learner: accuracy against ``K``, a colour per width, a line style per split."""
     learners = list(dict.fromkeys(r["learner"] for r in records))
+    styles = {"seen": ":", "unseen": "-", "fashion_mnist": "--"}
     fig, axes = plt.subplots(1, len(learners), figsize=(5 * len(learners), 3.8), squeeze=False, sharey=True)
     finite = [r["tasks"] for r in records if r["tasks"] is not None]
     inf_x = 2 * max(finite) if finite else 2  # K = infinity drawn to the right of the largest K
     for ax, learner in zip(axes[0], learners, strict=True):
-        rows = [r for r in records if r["learner"] == learner]
-        for label, _, _ in SPLITS:
-            at = [(inf_x if r["tasks"] is None else r["tasks"], 100 * r[label]["acc"]) for r in rows if label in r]
-            pts = sorted(at)
-            ax.plot(*zip(*pts, strict=True), "o-", label=label)
+        widths = sorted({r["width"] for r in records if r["learner"] == learner})
+        for colour, width in enumerate(widths):
+            rows = [r for r in records if r["learner"] == learner and r["width"] == width]
+            for label, _, _ in SPLITS:
+                pts = sorted(
+                    (inf_x if r["tasks"] is None else r["tasks"], 100 * r[label]["acc"]) for r in rows if label in r
+                )
+                if pts:
+                    ax.plot(
+                        *zip(*pts, strict=True),
+                        "o",
+                        ls=styles[label],
+                        color=f"C{colour}",
+                        label=f"{label}, width {width}",
+                    )
         ax.set_xscale("log", base=2)
         ax.set_title(learner)
         ax.set_xlabel("meta-training tasks K (rightmost: infinity)")
@@ -231,15 +260,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learners", default="transformer,mlp")
     parser.add_argument("--tasks", default="4,64,1024,16384,inf", help="K values, comma-separated; inf = a fresh task")
     parser.add_argument("--seeds", default="0")
+    parser.add_argument("--transformer-widths", default=str(DEFAULT_WIDTHS["transformer"]), help="d_model values")
+    parser.add_argument("--mlp-widths", default=str(DEFAULT_WIDTHS["mlp"]), help="hidden units")
     add_run_options(parser)
     parser.add_argument("--quick", action="store_true", help="smoke run: K in {4, inf}, 20 steps, tiny meta-test")
     args = parser.parse_args(argv)
     if args.quick:
         args.tasks, args.steps, args.length, args.biased_steps, args.n_tasks, args.n_seqs = "4,inf", 20, 20, 10, 2, 2
     command = command_line("benchmarks.task_transition", argv)
+    widths = {"transformer": args.transformer_widths, "mlp": args.mlp_widths}
     configs = [
-        run_config(learner, tasks, int(seed), args)
+        run_config(learner, tasks, int(seed), args, int(width))
         for learner in args.learners.split(",")
+        for width in widths[learner].split(",")
         for tasks in parse_tasks(args.tasks)
         for seed in args.seeds.split(",")
     ]

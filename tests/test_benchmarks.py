@@ -325,14 +325,18 @@ def mnist_and_another(tmp_path, monkeypatch):
 
 @pytest.mark.usefixtures("mnist_and_another")
 def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_path):
-    task_transition.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    args = ["--quick", "--jobs", "1", "--transformer-widths", "16,32", "--work-dir", str(tmp_path / "runs")]
+    task_transition.main([*args, "--out", str(tmp_path)])
     records = json.loads((tmp_path / "task_transition.json").read_text())["records"]
-    assert {(r["learner"], r["tasks"]) for r in records} == {(n, k) for n in ("transformer", "mlp") for k in (4, None)}
+    runs = {(n, w) for n, w in (("transformer", 16), ("transformer", 32), ("mlp", 256))}
+    assert {(r["learner"], r["width"], r["tasks"]) for r in records} == {(*run, k) for run in runs for k in (4, None)}
+    sizes = {r["width"]: r["parameters"] for r in records if r["learner"] == "transformer"}
+    assert sizes[16] < sizes[32]
     for r in records:
         assert ("seen" in r) == (r["tasks"] is not None)  # K = infinity has no seen tasks
         assert all(0 <= r[s]["acc"] <= 1 for s in ("unseen", "fashion_mnist")) and np.isfinite(r["final_loss"])
     assert (tmp_path / "task_transition.png").stat().st_size > 0
-    assert "| transformer (seed 0) |" in (tmp_path / "task_transition.md").read_text()
+    assert "| transformer (seed 0) | 32 |" in (tmp_path / "task_transition.md").read_text()
 
 
 @pytest.mark.usefixtures("mnist_and_another")
