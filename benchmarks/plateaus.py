@@ -1,6 +1,6 @@
 """Loss plateaus at the start of meta-training, and the interventions that end them sooner.
 
-    python -m benchmarks.plateaus                           # writes benchmarks/results/plateaus.{md,json,png}
+    python -m benchmarks.plateaus --jobs 6                  # on a GPU (~10 min); writes benchmarks/results/plateaus.*
     python -m benchmarks.plateaus --quick --out /tmp/pl     # smoke run (CI)
 
 The paper's Fig. 7, 8, 9 (Kirsch et al., 2022, Sec. 4.4): meta-training a Transformer on
@@ -173,7 +173,7 @@ def figure(records: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.plateaus", description=__doc__.splitlines()[0])
     add_run_options(parser)
-    parser.set_defaults(steps=6000, work_dir="runs/plateaus", n_tasks=8, n_seqs=8)
+    parser.set_defaults(steps=15000, work_dir="runs/plateaus", n_tasks=8, n_seqs=8)
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--left-at", type=float, default=0.2, help="accuracy that ends the plateau")
     parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated subset of the studies")
