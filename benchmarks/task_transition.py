@@ -86,6 +86,7 @@ def small_run_config(args: argparse.Namespace, name: str, **fields) -> TrainConf
         steps=args.steps,
         bf16=False,
         cuda_graph=True,  # ignored on a CPU
+        max_minutes=args.max_minutes,
         log_every=max(1, args.steps // 20),
         ckpt_every=args.steps,
         eval_every=10**9,
@@ -231,6 +232,10 @@ def report(
 
     ``extra``: more top-level entries of the JSON (e.g. what a feature network saw).
     """
+    short = [r for r in records if r["steps"] < args.steps]
+    if short:
+        text += f"\n\nStopped by --max-minutes before {args.steps} steps: {len(short)} of {len(records)} runs, at "
+        text += ", ".join(str(r["steps"]) for r in short) + " steps; run the same command again to resume them."
     print(text)
     out = args.out or (None if args.quick else RESULTS_DIR)
     if out:
@@ -251,6 +256,12 @@ def add_run_options(parser: argparse.ArgumentParser, sequences: bool = True) -> 
     parser.add_argument("--n-tasks", type=int, default=16)
     parser.add_argument("--n-seqs", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once, one thread each")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop training each run after this long and report it as it is (checkpointed: the same command "
+        "with the same --work-dir resumes it); the report names runs short of --steps",
+    )
     parser.add_argument("--work-dir", default="runs/task_transition")
     parser.add_argument("--out", help=f"folder for the .md/.json/.png (default {RESULTS_DIR} unless --quick)")
 

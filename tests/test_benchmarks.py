@@ -340,6 +340,19 @@ def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_pa
 
 
 @pytest.mark.usefixtures("mnist_and_another")
+def test_runs_stopped_by_max_minutes_are_reported_and_resume(tmp_path):
+    args = ["--quick", "--jobs", "1", "--learners", "transformer", "--work-dir", str(tmp_path / "runs")]
+    args += ["--out", str(tmp_path)]
+    task_transition.main([*args, "--max-minutes", "0"])  # out of time at the first logged step
+    report = (tmp_path / "task_transition.md").read_text()
+    assert "Stopped by --max-minutes before 20 steps: 2 of 2 runs, at 1, 1 steps" in report
+    assert [r["steps"] for r in json.loads((tmp_path / "task_transition.json").read_text())["records"]] == [1, 1]
+    task_transition.main(args)  # the same command without the limit finishes them
+    assert "Stopped by" not in (tmp_path / "task_transition.md").read_text()
+    assert [r["steps"] for r in json.loads((tmp_path / "task_transition.json").read_text())["records"]] == [20, 20]
+
+
+@pytest.mark.usefixtures("mnist_and_another")
 def test_bimodality_quick_trains_every_seed_of_every_k(tmp_path):
     bimodality.main(["--quick", "--jobs", "1", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
     records = json.loads((tmp_path / "bimodality.json").read_text())["records"]
