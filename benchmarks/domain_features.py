@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -78,7 +79,7 @@ def run_config(inputs: str, features: Path, args: argparse.Namespace) -> TrainCo
     size = args.image_size if inputs == "features" else args.pixel_size
     return small_run_config(
         args,
-        f"{args.meta_data}_{inputs}{'' if inputs == 'features' else f'_{size}'}",
+        f"{args.meta_data}_{inputs}_{args.feature_data if inputs == 'features' else size}",
         dataset=args.meta_data,
         image_size=size,
         features=str(features) if inputs == "features" else None,
@@ -190,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     features = feature_net(args)
     configs = [run_config(inputs, features, args) for inputs in ("pixels", "features")]
     datasets = args.datasets.split(",")
-    with ProcessPoolExecutor(args.jobs) as pool:
+    # spawned, not forked: the feature network was just trained here, on the GPU where there is one,
+    # and a forked child cannot use CUDA once its parent has
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         records = list(pool.map(measure, configs, [datasets] * 2, [args.n_tasks] * 2, [args.n_seqs] * 2))
     net = json.loads((features / "config.json").read_text())
     text = markdown(records, net, command, args)
