@@ -184,7 +184,7 @@ def figure(records: list[dict], path: Path) -> None:
     """One panel per learner: accuracy against ``K``, a colour per width, a line style per split."""
     learners = list(dict.fromkeys(r["learner"] for r in records))
     styles = {"seen": ":", "unseen": "-", "fashion_mnist": "--"}
-    fig, axes = plt.subplots(1, len(learners), figsize=(5 * len(learners), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(learners), figsize=(5 * len(learners), 5), squeeze=False, sharey=True)
     finite = [r["tasks"] for r in records if r["tasks"] is not None]
     inf_x = 2 * max(finite) if finite else 2  # K = infinity drawn to the right of the largest K
     for ax, learner in zip(axes[0], learners, strict=True):
@@ -207,8 +207,9 @@ def figure(records: list[dict], path: Path) -> None:
         ax.set_title(learner)
         ax.set_xlabel("meta-training tasks K (rightmost: infinity)")
         ax.grid(alpha=0.3)
+        # below the panel: the curves fill it
+        ax.legend(fontsize="x-small", ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     axes[0][0].set_ylabel(f"accuracy, last {LAST} positions (%)")
-    axes[0][0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

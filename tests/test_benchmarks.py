@@ -423,7 +423,7 @@ def test_domain_features_quick_meta_trains_on_pixels_and_on_features(tmp_path):
     for r in data["records"]:
         assert all(len(r[n]) == 30 and all(0 <= a <= 1 for a in r[n]) for n in ("mnist", "fashion_mnist", "random"))
         assert [d["step"] for d in r["during"]] == [10, 20]
-    state = json.loads((tmp_path / "runs" / "mnist_features" / "state" / "meta.json").read_text())
+    state = json.loads((tmp_path / "runs" / "mnist_features_mnist" / "state" / "meta.json").read_text())
     assert state["config"]["input_dim"] == 16 and state["config"]["features"].endswith("feature_net_mnist_quick")
     assert (tmp_path / "domain_features.png").stat().st_size > 0
 

@@ -241,3 +241,26 @@ def test_real_mnist_test_split():
     assert x.shape == (10_000, 3072) and y.shape == (10_000,)
     assert_znormalised(x)
     assert torch.bincount(y).tolist()[1] == 1135  # the classic count of digit 1 in the test set
+
+
+def test_data_cache_copies_a_seeded_row_subset_in_order(tmp_path):
+    # the device copies of the data (training/jobs/data_cache.py): a subset keeps x and y paired,
+    # in their original order, drawn alike every time (a result names the subset it used)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training" / "jobs"))
+    try:
+        from data_cache import copy_split
+    finally:
+        sys.path.pop(0)
+    y = np.repeat(np.arange(10), 20)  # sorted by class, as CIFAR10's test split is
+    x = np.arange(200)[:, None, None] * np.ones((1, 2, 2), np.int64)  # each row holds its own index
+    np.savez(tmp_path / "src.npz", x=x, y=y)
+    copy_split(tmp_path / "src.npz", tmp_path / "a" / "sub.npz", rows=50)
+    copy_split(tmp_path / "src.npz", tmp_path / "b" / "sub.npz", rows=50)
+    copy_split(tmp_path / "src.npz", tmp_path / "whole.npz")
+    a, b, whole = (np.load(tmp_path / p) for p in ("a/sub.npz", "b/sub.npz", "whole.npz"))
+    assert len(a["y"]) == 50 and np.array_equal(a["y"], b["y"]) and np.array_equal(a["x"], b["x"])
+    rows = a["x"][:, 0, 0]
+    assert np.all(np.diff(rows) > 0)  # original order
+    assert np.array_equal(y[rows], a["y"])  # x still paired with its label
+    assert len(np.unique(a["y"])) > 3  # not the first rows of a class-sorted split
+    assert np.array_equal(whole["x"], x) and np.array_equal(whole["y"], y)
