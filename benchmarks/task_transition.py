@@ -233,9 +233,11 @@ def report(
 
     ``extra``: more top-level entries of the JSON (e.g. what a feature network saw).
     """
-    short = [r for r in records if r["steps"] < args.steps]
+    # one entry per run: a record names its run as "config" where one run serves several records (plateaus)
+    runs = {r.get("config", i): r for i, r in enumerate(records)}
+    short = [r for r in runs.values() if r["steps"] < args.steps]
     if short:
-        text += f"\n\nStopped by --max-minutes before {args.steps} steps: {len(short)} of {len(records)} runs, at "
+        text += f"\n\nStopped by --max-minutes before {args.steps} steps: {len(short)} of {len(runs)} runs, at "
         text += ", ".join(str(r["steps"]) for r in short) + " steps; run the same command again to resume them."
     print(text)
     out = args.out or (None if args.quick else RESULTS_DIR)

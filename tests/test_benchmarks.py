@@ -6,6 +6,7 @@ neither a GPU run nor dataset files (the "random" dataset is generated).
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 
@@ -340,6 +341,14 @@ def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_pa
 
 
 @pytest.mark.usefixtures("mnist_and_another")
+def test_a_run_behind_several_records_is_counted_once_when_stopped(capsys):
+    # plateaus: the base run is a record of every study; the report counts runs, not records
+    records = [{"config": "base", "steps": 5}, {"config": "base", "steps": 5}, {"config": "b512", "steps": 10}]
+    args = argparse.Namespace(steps=10, out=None, quick=True)
+    task_transition.report("plateaus", records, "table", "cmd", args, draw=None)
+    assert "Stopped by --max-minutes before 10 steps: 1 of 2 runs, at 5 steps" in capsys.readouterr().out
+
+
 def test_runs_stopped_by_max_minutes_are_reported_and_resume(tmp_path):
     args = ["--quick", "--jobs", "1", "--learners", "transformer", "--work-dir", str(tmp_path / "runs")]
     args += ["--out", str(tmp_path)]
