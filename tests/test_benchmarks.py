@@ -340,7 +340,6 @@ def test_task_transition_quick_meta_tests_seen_unseen_and_another_dataset(tmp_pa
     assert "| transformer (seed 0) | 32 |" in (tmp_path / "task_transition.md").read_text()
 
 
-@pytest.mark.usefixtures("mnist_and_another")
 def test_a_run_behind_several_records_is_counted_once_when_stopped(capsys):
     # plateaus: the base run is a record of every study; the report counts runs, not records
     records = [{"config": "base", "steps": 5}, {"config": "base", "steps": 5}, {"config": "b512", "steps": 10}]
@@ -349,6 +348,7 @@ def test_a_run_behind_several_records_is_counted_once_when_stopped(capsys):
     assert "Stopped by --max-minutes before 10 steps: 1 of 2 runs, at 5 steps" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("mnist_and_another")
 def test_runs_stopped_by_max_minutes_are_reported_and_resume(tmp_path):
     args = ["--quick", "--jobs", "1", "--learners", "transformer", "--work-dir", str(tmp_path / "runs")]
     args += ["--out", str(tmp_path)]
