@@ -3,7 +3,8 @@
     python -m benchmarks.task_transition                  # writes benchmarks/results/task_transition.{md,json,png}
     python -m benchmarks.task_transition --quick --out /tmp/tt    # smoke run (CI)
     python -m benchmarks.task_transition --learners transformer,mlp --transformer-widths 32,64,128 \
-        --mlp-widths 128,256,512 --tasks 256,1024,4096,16384,65536,inf --steps 10000 --jobs 6   # Fig. 4, a GPU
+        --mlp-widths 128,256,512 --tasks 256,1024,2048,4096,16384,65536,inf --steps 10000 --jobs 14 \
+        --out benchmarks/results/task_transition_size    # Fig. 4, a GPU (docs/paper_findings.md)
 
 The paper's Fig. 2 / 4 / 11 (Kirsch et al., 2022): a learner meta-trained on ``K`` tasks
 (random projections and label permutations of MNIST, Alg. 1) memorises them when ``K`` is
