@@ -173,8 +173,7 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         seen = f"{100 * r['seen']['acc']:.1f}" if "seen" in r else "-"
         lines.append(
             f"| {r['learner']} (seed {r['seed']}) | {r['width']} | {r['parameters']:,} | {k_label(r['tasks'])} | "
-            f"{r['steps']} | "
-            f"{r['final_loss']:.3f} | "
+            f"{r['steps']} | {r['final_loss']:.3f} | "
             f"{seen} | {100 * r['unseen']['acc']:.1f} | {100 * r['fashion_mnist']['acc']:.1f} | "
             f"{100 * r['unseen']['improvement']:+.1f} |"
         )
