@@ -313,12 +313,16 @@ class Learner:
         Errors of ``fit``/``predict_proba`` written into the row instead of raised.
     checkpoint_sha256 : str or None
         Weights of a GPICL learner; rows are reused only for the same weights.
+    estimator_params : dict or None
+        A GPICL learner's ``get_params()`` but ``random_state`` (its defaults included);
+        rows are reused only for the same parameters.
     """
 
     name: str
     make: Callable[[int], object]
     recorded_errors: tuple[type[Exception], ...] = ()
     checkpoint_sha256: str | None = None
+    estimator_params: dict | None = None
 
 
 def checkpoint_label(spec: str, pipeline: bool, params: dict | None = None) -> str:
@@ -342,7 +346,12 @@ def gpicl_learner(spec: str, device: str, pipeline: bool, params: dict | None = 
         clf = GPICLClassifier(checkpoint=spec, device=device, random_state=seed, **(params or {}))
         return make_pipeline(one_hot_preprocessor(), clf) if pipeline else clf
 
-    return Learner(checkpoint_label(spec, pipeline, params), make, (ValueError, TypeError), sha256)
+    estimator_params = {
+        k: v
+        for k, v in GPICLClassifier(checkpoint=spec, device=device, **(params or {})).get_params().items()
+        if k != "random_state"
+    }
+    return Learner(checkpoint_label(spec, pipeline, params), make, (ValueError, TypeError), sha256, estimator_params)
 
 
 def build_learners(names: list[str], checkpoints: list[str], device: str, pipeline: bool, params: dict | None = None):
@@ -396,23 +405,29 @@ def evaluate(learner: Learner, seed: int, X_train, y_train, X_test, y_test) -> d
     return {"accuracy": accuracy, "log_loss": log_loss, "seconds": seconds, "error": None}
 
 
-def reusable_rows(path: Path | None, learners: list[Learner], max_test: int) -> dict[tuple, dict]:
-    """Rows of ``path`` that :func:`run_table` may copy, by ``(learner, table, size, repeat, seed)``.
+def reusable_rows(paths: list[Path] | None, learners: list[Learner], max_test: int) -> dict[tuple, dict]:
+    """Rows of ``paths`` that :func:`run_table` may copy, by ``(learner, table, size, repeat, seed)``.
 
     Only rows without an error, of the learners run now, and of GPICL learners only for the
-    same weights. The previous run must have used the same ``max_test`` (the same test rows).
+    same weights and estimator parameters. The previous run must have used the same
+    ``max_test`` (the same test rows); a later path's row replaces an earlier one's.
     """
-    if path is None:
-        return {}
-    previous = json.loads(path.read_text())
-    if previous["meta"]["max_test"] != max_test:
-        raise SystemExit(f"--reuse {path}: it was run with --max-test {previous['meta']['max_test']}, not {max_test}")
-    sha = {lrn.name: lrn.checkpoint_sha256 for lrn in learners}
-    return {
-        (r["learner"], r["table"], r["size"], r["repeat"], r["seed"]): r
-        for r in previous["rows"]
-        if r["learner"] in sha and r["checkpoint_sha256"] == sha[r["learner"]] and r["error"] is None
-    }
+    same = {lrn.name: (lrn.checkpoint_sha256, lrn.estimator_params) for lrn in learners}
+    rows = {}
+    for path in paths or []:
+        previous = json.loads(path.read_text())
+        if previous["meta"]["max_test"] != max_test:
+            raise SystemExit(
+                f"--reuse {path}: it was run with --max-test {previous['meta']['max_test']}, not {max_test}"
+            )
+        for r in previous["rows"]:
+            if (
+                r["learner"] in same
+                and (r["checkpoint_sha256"], r.get("estimator_params")) == same[r["learner"]]
+                and r["error"] is None
+            ):
+                rows[r["learner"], r["table"], r["size"], r["repeat"], r["seed"]] = {**r, "reused": False}
+    return rows
 
 
 def table_info(X: pd.DataFrame, y: np.ndarray, sizes: list[int]) -> dict:
@@ -469,6 +484,7 @@ def run_table(name: str, X, y, sizes: list[int], learners: list[Learner], config
                         "n_test": len(test),
                         **result,
                         "checkpoint_sha256": learner.checkpoint_sha256,
+                        "estimator_params": learner.estimator_params,
                         "reused": False,
                     }
                 )
@@ -680,7 +696,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-test", type=int, help="most test rows per draw (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="base seed of the draws")
     parser.add_argument("--threads", type=int, default=1, help="threads of every learner (default 1; see above)")
-    parser.add_argument("--reuse", type=Path, help="JSON of an earlier run whose rows to copy")
+    parser.add_argument("--reuse", type=Path, nargs="+", help="JSON of earlier runs whose rows to copy")
     parser.add_argument("--quick", action="store_true", help="CI-sized run: 3 small tables, 50 rows, LR and GPICL")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tabular", help="prefix of the .md/.json/.png")
     args = parser.parse_args(argv)
@@ -748,7 +764,7 @@ def main(argv: list[str] | None = None) -> dict:
             "gpicl_params": args.gpicl_params,
             "checkpoints": args.checkpoints.split(","),
             "suite": os.path.relpath(suite_path, REPO_ROOT),
-            "reused_from": None if args.reuse is None else str(args.reuse),
+            "reused_from": None if args.reuse is None else ", ".join(map(str, args.reuse)),
             "reused_rows": sum(r["reused"] for r in rows),
             "command": command_line("benchmarks.tabular", argv),
             "seconds": time.perf_counter() - start,

@@ -26,6 +26,7 @@ from gpicl_sklearn.checkpoint import BUNDLED, Checkpoint, load_checkpoint
 from gpicl_sklearn.inputs import InputStats, fit_input_stats, standardize
 from gpicl_sklearn.layouts import LayoutApplier, draw_member_layouts
 from gpicl_sklearn.model import ContextCache, GPICLTransformer
+from gpicl_sklearn.normal_scores import NormalScores
 from gpicl_sklearn.preprocessing import context_rows, draw_output_code, encode_labels, members_for_classes
 from gpicl_sklearn.table_encoding import TableEncoder, draw_code_permutations, is_dataframe, permute_codes
 
@@ -80,7 +81,20 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     logits :math:`\ell(x)`, the member's probabilities are the softmax over the used slots,
     mapped back to classes:
     :math:`p_e(c \mid x) = e^{\ell_{\pi_e(c)}(x)} / \sum_{c'} e^{\ell_{\pi_e(c')}(x)}`, and
-    :math:`\hat p(c \mid x) = \frac1E \sum_e p_e(c \mid x)`.
+    :math:`\hat p(c \mid x) = \sum_e w_e\, p_e(c \mid x)`.
+
+    **Two views, weighted by evidence** (opt-in). With ``normal_scores=True`` a second set of
+    ``n_estimators`` members reads the numeric columns as normal scores
+    (:class:`~gpicl_sklearn.normal_scores.NormalScores`, fitted on the training rows). The
+    model predicts every context row from the rows before it, so encoding the context also
+    gives each member's prequential log-loss of the training labels,
+    :math:`L_e = -\sum_{i=1}^{n} \log p_e(y_i \mid x_{1..i}, y_{1..i-1})` (:math:`-\log` of
+    the likelihood of the context under member :math:`e`, a marginal likelihood), at no
+    extra cost. The members are weighted by a tempered posterior,
+    :math:`w_e \propto \exp(-\beta L_e)` (:math:`\beta` = ``evidence_power``; members
+    share most of their evidence, so the full posterior, :math:`\beta = 1`, would trust
+    one member), and so each table is read mostly through the view that predicts it
+    better.
 
     **More classes than slots** (:math:`K > C`): an output code. Member :math:`e` splits
     the classes into :math:`C` balanced groups, one per slot (:math:`\pi_e` is then many
@@ -88,9 +102,10 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     every class its own code word (:func:`~gpicl_sklearn.preprocessing.draw_output_code`).
     A class gets :math:`\log p_e(c \mid x) = \log \mathrm{softmax}(\ell)_{\pi_e(c)} -
     \log |\pi_e^{-1}(\pi_e(c))|` and :math:`\hat p(c \mid x) \propto \exp \frac1E \sum_e
-    \log p_e(c \mid x)`. A member's slot probability is shared by up to :math:`\lceil K/C
-    \rceil` classes, so the ensemble has ``n_estimators`` :math:`\times \lceil K/C \rceil`
-    members, at least :math:`\lceil 2 \ln K / \ln C \rceil` (more: a
+    \log p_e(c \mid x)`, with equal weights: members of different class groupings
+    learn different tasks, whose evidence does not compare. A member's slot probability is
+    shared by up to :math:`\lceil K/C \rceil` classes, so the ensemble has
+    ``n_estimators`` :math:`\times \lceil K/C \rceil` members, at least :math:`\lceil 2 \ln K / \ln C \rceil` (more: a
     :class:`ManyClassesWarning`); ``n_members_`` says how many. Measured with 1,000 training
     rows (``python -m benchmarks.many_classes``): 50 and 100 synthetic classes, accuracy 0.49
     and 0.25 with 8 members, 0.64 and 0.46 with 40 and 80.
@@ -109,10 +124,17 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         folder or ``model.safetensors`` file, or a Hugging Face Hub id ``"owner/name"``;
         see :func:`gpicl_sklearn.load_checkpoint`. Loaded in ``fit``.
     n_estimators : int, default=8
-        Ensemble members (projections, label assignments and context orders). With more
-        classes :math:`K` than the checkpoint's :math:`C` label slots, each slot holds up to
-        :math:`\lceil K/C \rceil` classes and the ensemble has ``n_estimators`` times that
-        many members (``n_members_``).
+        Ensemble members per input view (projections, label assignments and context
+        orders). With more classes :math:`K` than the checkpoint's :math:`C` label slots,
+        each slot holds up to :math:`\lceil K/C \rceil` classes and each view has
+        ``n_estimators`` times that many members (``n_members_`` in all).
+    normal_scores : bool, default=False
+        Also run members on the numeric columns as normal scores (see *Two views*). Fit and
+        predict cost two to three times as much.
+    evidence_power : float, default=0.0
+        :math:`\beta \ge 0` of the member weights :math:`w_e \propto \exp(-\beta L_e)`;
+        0 weights every member equally. ``normal_scores=True, evidence_power=0.1`` is the
+        measured candidate for the defaults (see *Two views*).
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         Where the Transformer runs; ``"auto"`` picks CUDA when available.
     batch_size : int, default=64
@@ -140,8 +162,11 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     table_encoder_ : TableEncoder or None
         The encoding of a DataFrame's columns (``None`` for arrays).
     n_members_ : int
-        Ensemble members used: ``n_estimators``, times :math:`\lceil K/C \rceil` with more
-        classes than label slots.
+        Ensemble members used: ``n_estimators`` per view (two views with
+        ``normal_scores``), times :math:`\lceil K/C \rceil` with more classes than label
+        slots.
+    member_weights_ : ndarray of shape (n_members_,)
+        The weights :math:`w_e` of the members' probabilities (they sum to one).
     checkpoint_path_ : str
         ``checkpoint`` with a relative local path made absolute (pickles load anywhere).
 
@@ -177,6 +202,8 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         self,
         checkpoint="default",
         n_estimators=8,
+        normal_scores=False,
+        evidence_power=0.0,
         device="auto",
         batch_size=64,
         random_state=None,
@@ -184,6 +211,8 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     ):
         self.checkpoint = checkpoint
         self.n_estimators = n_estimators
+        self.normal_scores = normal_scores
+        self.evidence_power = evidence_power
         self.device = device
         self.batch_size = batch_size
         self.random_state = random_state
@@ -210,6 +239,14 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         _check_positive_int(self.batch_size, "batch_size")
         if self.n_threads is not None:
             _check_positive_int(self.n_threads, "n_threads")
+        if not isinstance(self.normal_scores, (bool, np.bool_)):
+            raise ValueError(f"normal_scores must be True or False, got {self.normal_scores!r}")
+        if not (
+            isinstance(self.evidence_power, numbers.Real)
+            and math.isfinite(self.evidence_power)
+            and self.evidence_power >= 0
+        ):
+            raise ValueError(f"evidence_power must be a finite number >= 0, got {self.evidence_power!r}")
         X, y = self._validate_table(X, y, reset=True)
         with _threads(self.n_threads):
             return self._fit(X, y)
@@ -232,21 +269,27 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
                 ManyClassesWarning,
                 stacklevel=3,
             )
-        slots, n_members = draw_output_code(rng, len(classes), cfg.num_classes, max(wanted, needed))
+        encoder = self.table_encoder_
+        self._normal_scores = (
+            NormalScores(skip=encoder.categorical_columns if encoder else ()).fit(X) if self.normal_scores else None
+        )
+        n_views = 2 if self.normal_scores else 1
+        slots, n_members = draw_output_code(rng, len(classes), cfg.num_classes, n_views * max(wanted, needed))
+        self._member_view = np.arange(n_members) * n_views // n_members  # (n_members,): 0 as it is, 1 normal scores
 
         n_samples = X.shape[0]
         max_context = cfg.max_len - 1
         rows = context_rows(rng, n_samples, n_members, max_context)
         if n_samples > max_context:
-            message = _subset_message(n_samples, n_members, max_context, sharing)
+            message = _subset_message(n_samples, n_members, max_context, sharing * n_views)
             warnings.warn(message, ContextSubsetWarning, stacklevel=3)
-        encoder = self.table_encoder_
         self._code_permutations = draw_code_permutations(rng, encoder.categories_ if encoder else {}, n_members)
+        member_rows = self._views(X)[self._member_view[:, None], rows]  # (n_members, n, d) in each member's view
 
         # Per-member statistics of its own context rows, in member groups that bound memory.
         stats = []
         for members in _member_groups(n_members, rows.shape[1] * X.shape[1]):
-            context = permute_codes(X[rows[members]], _select(self._code_permutations, members))
+            context = permute_codes(member_rows[members], _select(self._code_permutations, members))
             stats.append(fit_input_stats(torch.from_numpy(np.ascontiguousarray(context))))
         stats = InputStats(**{k: torch.cat([getattr(s, k) for s in stats]) for k in vars(stats[0])})
         self._stats = {k: v.numpy() for k, v in vars(stats).items()}
@@ -264,12 +307,28 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         # The context is stored before the layout when that is smaller (narrow tables), else after.
         laid_out = 2 * X.shape[1] > cfg.input_dim
         applier = LayoutApplier(self._layouts, torch.device("cpu")) if laid_out else None
-        self._context_inputs = self._model_inputs(X[rows], stats, applier, device=torch.device("cpu")).numpy()
+        self._context_inputs = self._model_inputs(member_rows, stats, applier, device=torch.device("cpu")).numpy()
         self._context_laid_out = laid_out
         if not np.isfinite(self._context_inputs).all():  # cannot happen for finite input; guard the model
             raise ValueError("the preprocessed training rows are not finite; please report this input")
-        self._encoded_context(checkpoint)
+        self._evidence_power = self.evidence_power  # set_params after fit changes nothing until the next fit
+        self.member_weights_ = self._encoded_context(checkpoint).weights.cpu().numpy()
         return self
+
+    def _views(self, X: np.ndarray) -> np.ndarray:
+        """``(views, rows, d)``: ``X`` as it is, then (``normal_scores``) as normal scores."""
+        if self._normal_scores is None:
+            return X[None]
+        return np.stack([X, self._normal_scores.transform(X)])
+
+    def _evidence_weights(self, enc: _EncodedContext, y: torch.Tensor) -> torch.Tensor:
+        """Member weights :math:`w_e \\propto \\exp(-\\beta L_e)` from the context rows' own logits."""
+        n_members = len(self._label_slots)
+        if len(self.classes_) > enc.model.cfg.num_classes:  # output code: evidence of different tasks
+            return torch.full((n_members,), 1 / n_members, dtype=torch.float64, device=enc.device)
+        logp = enc.cache.logits.double().masked_fill(~enc.used_slots[:, None, :], -torch.inf).log_softmax(-1)
+        log_loss = -logp.gather(2, y[..., None]).sum((1, 2))  # (n_members,): L_e
+        return (-self._evidence_power * log_loss).softmax(0)
 
     def _validate_table(self, X, y="no_validation", reset: bool = False):
         """``X`` as a float64 matrix (``NaN`` = missing), DataFrames through the fitted encoder."""
@@ -301,19 +360,21 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     def _model_inputs(self, X: np.ndarray, stats: InputStats, applier, device: torch.device) -> torch.Tensor:
         """The members' model inputs ``(E, rows, width)`` float32 for raw rows ``X``.
 
-        ``X``: ``(rows, d)`` (the same rows for every member) or ``(E, rows, d)``. Members are
+        ``X``: ``(rows, d)`` (the same rows for every member, put into each member's view
+        here) or ``(E, rows, d)`` (each member's rows, already in its view). Members are
         processed in groups that keep the float64 intermediates under :data:`_GROUP_FLOATS`.
         """
         n_members = len(self._label_slots)
+        views = self._views(X) if X.ndim == 2 else None
         out = []
         for members in _member_groups(n_members, X.shape[-2] * X.shape[-1]):
-            g = members.stop - members.start
             perms = _select(self._code_permutations, members)
-            if X.ndim == 3 or perms:
-                raw = X[members] if X.ndim == 3 else np.broadcast_to(X, (g, *X.shape))
+            member_view = self._member_view[members]
+            if X.ndim == 3 or perms or member_view[0] != member_view[-1]:
+                raw = X[members] if X.ndim == 3 else views[member_view]
                 raw = torch.as_tensor(np.ascontiguousarray(permute_codes(raw, perms)), device=device)
-            else:  # the same rows for every member: a view, no copy
-                raw = torch.as_tensor(X, device=device).expand(g, -1, -1)
+            else:  # the same rows for every member of the group: a view, no copy
+                raw = torch.as_tensor(views[member_view[0]], device=device).expand(len(member_view), -1, -1)
             group = InputStats(**{k: getattr(stats, k)[members] for k in vars(stats)})
             z = standardize(raw, group).float()
             out.append(applier(z, members) if applier is not None else z)
@@ -362,9 +423,10 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
             )
         logp = logits.double().masked_fill(~enc.used_slots[:, None, :], -torch.inf).log_softmax(-1)
         logp = logp.gather(2, enc.label_slots[:, None, :].expand(-1, n, -1)) - enc.log_group_size[:, None, :]
+        w = enc.weights[:, None, None]
         if len(self.classes_) <= enc.model.cfg.num_classes:
-            return logp.exp().mean(0).cpu().numpy()
-        return logp.mean(0).softmax(-1).cpu().numpy()
+            return (w * logp.exp()).sum(0).cpu().numpy()
+        return (w * logp).sum(0).softmax(-1).cpu().numpy()
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row (``argmax`` of :meth:`predict_proba`)."""
@@ -413,7 +475,9 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         context = torch.tensor(self._context_inputs, device=device)  # copies: arrays may be read-only memory maps
         if not self._context_laid_out:
             context = enc.applier(context, slice(0, len(context)))
-        enc.cache = model.encode_context(model.embed_x(context), torch.tensor(self._context_y, device=device))
+        y = torch.tensor(self._context_y, device=device)
+        enc.cache = model.encode_context(model.embed_x(context), y)
+        enc.weights = self._evidence_weights(enc, y)
         self._encoded.value = enc
         return enc
 
@@ -428,6 +492,7 @@ class _EncodedContext:
     used_slots: torch.Tensor  # (E, C) bool
     log_group_size: torch.Tensor  # (E, n_classes)
     cache: ContextCache | None = None
+    weights: torch.Tensor | None = None  # (E,) float64 member weights w_e, from the cache
 
 
 class _Lazy:
@@ -483,7 +548,7 @@ _GROUP_FLOATS = 2**23  # float64 elements of raw rows per member group: 64 MiB
 
 
 def _subset_message(n_samples: int, n_members: int, max_context: int, sharing: int = 1) -> str:
-    """The ContextSubsetWarning; ``sharing``: members per ``n_estimators`` (classes per label slot)."""
+    """The ContextSubsetWarning; ``sharing``: members per ``n_estimators`` (views x classes per label slot)."""
     used = min(n_samples, n_members * max_context)
     message = (
         f"{n_samples} training rows exceed the model's context of {max_context} rows: the rows "

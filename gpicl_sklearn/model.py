@@ -117,6 +117,7 @@ class ContextCache:
     kv: list[KV]  # one per layer
     last_label: Tensor  # (B,) label of the last context row (the query's y_prev)
     length: int  # n context rows
+    logits: Tensor  # (B, n, C): row i's prediction from the rows before it (prequential)
 
 
 class GPICLTransformer(nn.Module):
@@ -165,8 +166,8 @@ class GPICLTransformer(nn.Module):
         n = y.shape[1]
         if not 1 <= n < self.cfg.max_len:
             raise ValueError(f"context length must be in [1, {self.cfg.max_len - 1}], got {n}")
-        _, kv = self._run(x_emb + self._label_tokens(y) + self.pos[:n])
-        return ContextCache(kv=kv, last_label=y[:, -1], length=n)
+        h, kv = self._run(x_emb + self._label_tokens(y) + self.pos[:n])
+        return ContextCache(kv=kv, last_label=y[:, -1], length=n, logits=self.head(self.ln_f(h)))
 
     @torch.no_grad()
     def predict_logits(self, cache: ContextCache, q_emb: Tensor) -> Tensor:

@@ -94,25 +94,38 @@ def test_one_pass_inference_equals_causal_forward(tiny_checkpoint, tmp_path, qk_
     if qk_norm:  # normalised keys are what the context cache holds
         tiny_checkpoint = write_tiny_checkpoint(tmp_path, config=dataclasses.replace(TINY_CONFIG, qk_norm=True))
     X, y = small_problem()
-    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0).fit(X, y)
+    clf = GPICLClassifier(
+        checkpoint=tiny_checkpoint, n_estimators=3, normal_scores=True, evidence_power=0.1, random_state=0
+    )
+    clf.fit(X, y)
     X_query = np.random.default_rng(1).normal(size=(6, X.shape[1]))
     proba = clf.predict_proba(X_query)
 
     # Reference: for each member, the full sequence (context rows, then one query) through
     # the training-time forward pass; the last position's logits over the used slots.
+    # Members 3-5 read the columns' normal scores. A member's weight is softmax(-0.1 L_e),
+    # L_e the log-loss of its context rows' labels, each predicted from the rows before it.
     model = load_checkpoint(tiny_checkpoint).model.double()
-    expected = np.zeros_like(proba)
-    for e in range(clf.n_estimators):
-        z = standardize(torch.tensor(X_query)[None], member_stats(clf, e))[0]
+    assert clf.n_members_ == 6
+    views = [X_query, clf._normal_scores.transform(X_query)]
+    member_proba, log_loss = np.zeros((clf.n_members_, *proba.shape)), np.zeros(clf.n_members_)
+    for e in range(clf.n_members_):
+        z = standardize(torch.tensor(views[e // 3])[None], member_stats(clf, e))[0]
         P = clf._layouts.matrix(e).double()  # the member's layout, regenerated from its seed
         context = torch.tensor(clf._context_inputs[e], dtype=torch.float64) @ P  # stored before the layout
         labels = torch.tensor(np.append(clf._context_y[e], 0))  # the query's own label is never read
         slots = torch.tensor(clf._label_slots[e])
+        unused = torch.ones(TINY_CONFIG.num_classes, dtype=torch.bool).index_fill(0, slots, False)
         for i, q in enumerate(z):
             tokens = model.embed_x(torch.cat([context, (q @ P)[None]]))
             with torch.no_grad():
-                logits = model.forward_embedded(tokens[None], labels[None])[0, -1]
-            expected[i] += logits[slots].softmax(-1).numpy() / clf.n_estimators
+                logits = model.forward_embedded(tokens[None], labels[None])[0]
+            member_proba[e, i] = logits[-1, slots].softmax(-1).numpy()
+        context_logp = logits[:-1].masked_fill(unused, -torch.inf).log_softmax(-1)
+        log_loss[e] = -context_logp[torch.arange(len(context)), labels[:-1]].sum()
+    weights = np.exp(-0.1 * (log_loss - log_loss.min()))
+    np.testing.assert_allclose(clf.member_weights_, weights / weights.sum(), rtol=1e-4)
+    expected = np.einsum("e,eqk->qk", clf.member_weights_, member_proba)
     np.testing.assert_allclose(proba, expected, rtol=1e-5, atol=1e-6)  # float32 inference
 
 
