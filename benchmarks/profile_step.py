@@ -22,7 +22,7 @@ from training.config import TrainConfig
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import make_optimizer
-from training.tasks import TaskSampler
+from training.tasks import PaperBatches
 from training.train import draw_batch, make_train_step, step_model
 
 PHASES = ("sample", "train_step")
@@ -49,11 +49,12 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     model = torch.compile(model) if cfg.compile else model
     step = make_train_step(model, optimizer, cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    sampler = TaskSampler(x, y, cfg.task_config(in_dim), generator)
+    fold_width = learner.embed_x.out_features if cfg.fold_projection else None
+    sampler = PaperBatches(x, y, cfg.task_config(in_dim), generator, cfg.biased_steps, fold_width)
 
     def one_step() -> None:
         with record_function("sample"):
-            inputs, yb, slot_mask = draw_batch(sampler, learner, cfg)
+            inputs, yb, slot_mask = draw_batch(sampler, cfg)
         with record_function("train_step"):
             optimizer.zero_grad(set_to_none=True)
             step(inputs, yb, slot_mask)

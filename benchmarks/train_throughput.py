@@ -33,8 +33,13 @@ MODES = {
     "compile": ["--compile", "true"],
     "graph": ["--cuda-graph", "true"],
     "compile+graph": ["--compile", "true", "--cuda-graph", "true"],
+    # the next batch drawn after the step, not during it (training/prefetch.py)
+    "compile+graph no-prefetch": ["--compile", "true", "--cuda-graph", "true", "--prefetch", "false"],
     # inputs sampled at d_model width instead of 3072 (training/folded.py; K = infinity)
     "compile+graph+fold": ["--compile", "true", "--cuda-graph", "true", "--fold-projection", "true"],
+    "compile+graph+fold no-prefetch": [
+        *("--compile", "true", "--cuda-graph", "true", "--fold-projection", "true", "--prefetch", "false")
+    ],
 }
 
 
@@ -157,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: tiny model, eager, a few steps")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--modes", default="eager,compile+graph")
+    parser.add_argument("--settings", default=";".join(SETTINGS), help=f"of {' / '.join(SETTINGS)}, separated by ;")
     parser.add_argument("--gpus", default="1,4", help="GPU counts; >1 rows use the last single-GPU-capable mode list")
     parser.add_argument("--multi-gpu-modes", default="compile,compile+graph")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         return
     gpu_counts = [int(g) for g in args.gpus.split(",")]
-    jobs = [(s, m, 1) for s in SETTINGS for m in args.modes.split(",")]
+    jobs = [(s, m, 1) for s in args.settings.split(";") for m in args.modes.split(",")]
     jobs += [("B=512, 3072-d", m, g) for g in gpu_counts if g > 1 for m in args.multi_gpu_modes.split(",")]
     results = run_all(jobs, args.steps, [], concurrent=True, log_dir=args.out)
     import torch

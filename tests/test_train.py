@@ -449,7 +449,29 @@ def test_biased_permutations_stop_after_biased_steps(env_root, tmp_path, monkeyp
 
     monkeypatch.setattr(TaskSampler, "sample", recording_sample)
     train(tiny_config(tmp_path / "run", steps=6, biased_fraction=0.5, biased_steps=4))
-    assert seen == [0.5] * 4 + [0.0] * 2
+    assert seen[:6] == [0.5] * 4 + [0.0] * 2
+    assert seen[6:] in ([], [0.0]), "at most the batch after the last, drawn ahead"
+
+
+def test_a_resumed_run_draws_the_batches_of_an_uninterrupted_one(env_root, tmp_path, monkeypatch):
+    # The phase of biased permutations follows the step, also for a batch drawn ahead.
+    drawn: dict[str, list] = {"whole": [], "split": []}
+    original = TaskSampler.sample
+    which = "whole"
+
+    def recording_sample(self, batch_size):
+        x, y = original(self, batch_size)
+        drawn[which].append((self.cfg.biased_fraction, x.clone(), y.clone()))
+        return x, y
+
+    monkeypatch.setattr(TaskSampler, "sample", recording_sample)
+    train(tiny_config(tmp_path / "whole", steps=6, biased_fraction=0.5, biased_steps=3))
+    which = "split"
+    train(tiny_config(tmp_path / "split", steps=2, biased_fraction=0.5, biased_steps=3))
+    drawn["split"] = drawn["split"][:2]  # the batch drawn ahead of the stop is drawn again on resume
+    train(tiny_config(tmp_path / "split", steps=6, biased_fraction=0.5, biased_steps=3))
+    for (fa, xa, ya), (fb, xb, yb) in zip(drawn["whole"][:6], drawn["split"][:6], strict=True):
+        assert fa == fb and torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_init_from_a_published_checkpoint_starts_from_its_weights(env_root, tmp_path):

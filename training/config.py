@@ -69,7 +69,7 @@ class TrainConfig:
     # None: the paper's tasks above; else the general-purpose prior (training/priors), a
     # dict of PriorConfig fields ({} for its defaults); inputs are then out_dim wide.
     prior: dict | None = None
-    prefetch: bool = True  # with the prior on a GPU: draw the next batch on a side stream during the step
+    prefetch: bool = True  # on a GPU: draw the next batch on a side stream during the step
     # learner
     learner: str = "transformer"
     learner_kwargs: dict = field(default_factory=dict)

@@ -1,6 +1,8 @@
 """Drawing the next batch while the train step runs: a sampler's batches, one step ahead.
 
-On a GPU the prior's sampling is hundreds of small kernels; a :class:`Prefetcher` queues
+On a GPU a draw is many kernels outside the train step's CUDA graph (the prior's hundreds
+of small ones; for the paper's tasks a gather, a Gram matrix, a batched Cholesky and the
+projection of ``B x L x N_x`` normal draws); a :class:`Prefetcher` queues
 the draw of batch ``t + 1`` on a side stream right after the train step of batch ``t``
 was queued, so the two run concurrently on the device instead of one after the other.
 Each batch carries an event; the consumer's stream waits on it (nothing waits on the
@@ -26,7 +28,8 @@ class Prefetcher:
     sampler
         Has ``sample(batch_size) -> tuple of tensors``, ``g`` (its ``torch.Generator``:
         its state is the sampler's position) and optionally ``calls`` (a call counter that
-        seeds host draws, :class:`training.priors.mixture.PriorSampler`).
+        seeds host draws, :class:`training.priors.mixture.PriorSampler`, or picks the phase,
+        :class:`training.tasks.PaperBatches`).
     batch_size : int
     ahead : bool, optional
         Draw ahead; default: on CUDA generators only (on a CPU the draw cannot overlap the

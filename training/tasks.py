@@ -24,6 +24,7 @@ loss plateau at the start of meta-training.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -175,3 +176,38 @@ class TaskSampler:
         n_biased = round(self.cfg.biased_fraction * perms.shape[0])
         perms[:n_biased] = torch.arange(self.cfg.num_classes, device=perms.device)
         return perms.gather(1, y)
+
+
+class PaperBatches:
+    """``sample(batch_size) -> (*inputs, y)``: a run's batches of the paper's tasks.
+
+    The first ``biased_steps`` batches (every batch when ``None``) carry the biased
+    permutations of ``cfg``, the rest none: after the plateau the fixed permutation only
+    teaches the base dataset's own labels. ``fold_width`` set: the inputs are
+    :meth:`TaskSampler.sample_folded`'s ``(chol, u)`` for a first layer that wide, else
+    ``(x A,)``. The phase follows the batch's own index (``calls``: batches drawn before, a
+    resumed run's step), so a batch drawn ahead (:class:`training.prefetch.Prefetcher`) is
+    in the phase of the step that trains on it.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        cfg: TaskConfig,
+        generator: torch.Generator,
+        biased_steps: int | None = None,
+        fold_width: int | None = None,
+        calls: int = 0,
+    ):
+        self.biased = TaskSampler(x, y, cfg, generator)
+        self.unbiased = TaskSampler(x, y, dataclasses.replace(cfg, biased_fraction=0.0), generator)
+        self.g, self.biased_steps, self.fold_width, self.calls = generator, biased_steps, fold_width, calls
+
+    def sample(self, batch_size: int) -> tuple[Tensor, ...]:
+        in_biased_phase = self.biased_steps is None or self.calls < self.biased_steps
+        sampler = self.biased if in_biased_phase else self.unbiased
+        self.calls += 1
+        if self.fold_width is not None:
+            return sampler.sample_folded(batch_size, self.fold_width)
+        return sampler.sample(batch_size)

@@ -40,7 +40,7 @@ from training.priors.mixture import PriorSampler, load_images
 from training.progress import Progress, append_record, drop_records_after
 from training.state import find_state, load_state, read_meta, save_state
 from training.stepper import Stepper, on_stream, side_stream
-from training.tasks import TaskSampler
+from training.tasks import PaperBatches
 
 
 class Processes(NamedTuple):
@@ -97,16 +97,13 @@ def step_model(learner: nn.Module, cfg: TrainConfig) -> nn.Module:
     return FoldedTransformer(learner) if cfg.fold_projection else learner
 
 
-def draw_batch(sampler, learner: nn.Module, cfg: TrainConfig) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None]:
+def draw_batch(batches, cfg: TrainConfig) -> tuple[tuple[Tensor, ...], Tensor, Tensor | None]:
     """``(inputs, y, slot_mask)`` for :func:`make_train_step`'s step: inputs ``(x,)``, or
     ``(chol, u)`` when folded; the mask of used label slots with the prior, else ``None``."""
     if cfg.prior is not None:
-        x, y, slot_mask = sampler.sample(cfg.batch_size)
+        x, y, slot_mask = batches.sample(cfg.batch_size)
         return (x,), y, slot_mask
-    if cfg.fold_projection:
-        *inputs, y = sampler.sample_folded(cfg.batch_size, learner.embed_x.out_features)
-    else:
-        *inputs, y = sampler.sample(cfg.batch_size)
+    *inputs, y = batches.sample(cfg.batch_size)
     return tuple(inputs), y, None
 
 
@@ -254,8 +251,7 @@ def train(cfg: TrainConfig) -> nn.Module:
     stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side)
     if cfg.prior is not None:
         # Seeded per rank, and by the step on resume: the host draws of a step are the same.
-        # On a GPU the next batch is drawn on a side stream while the step runs.
-        prior_sampler = PriorSampler(
+        sampler = PriorSampler(
             prior,
             cfg.length,
             in_dim,
@@ -265,20 +261,17 @@ def train(cfg: TrainConfig) -> nn.Module:
             seed=cfg.seed * 1_000_003 + procs.rank,
             calls=step,
         )
-        biased = unbiased = Prefetcher(prior_sampler, cfg.batch_size, ahead=cfg.prefetch)
     else:
-        task_cfg = cfg.task_config(in_dim)
-        biased = TaskSampler(x, y, task_cfg, generator)
-        # After the plateau the fixed permutation only teaches the base dataset's own labels.
-        unbiased = TaskSampler(x, y, dataclasses.replace(task_cfg, biased_fraction=0.0), generator)
+        fold_width = learner.embed_x.out_features if cfg.fold_projection else None
+        sampler = PaperBatches(x, y, cfg.task_config(in_dim), generator, cfg.biased_steps, fold_width, calls=step)
+    batches = Prefetcher(sampler, cfg.batch_size, ahead=cfg.prefetch)  # on a GPU: drawn during the step before
 
     progress = Progress(out_dir, step, cfg.max_minutes, procs.world, procs.is_main, device)
     learner.train()
     while step < cfg.steps:
         lr = _lr(cfg, step)
         set_lr(optimizer, lr)
-        in_biased_phase = cfg.biased_steps is None or step < cfg.biased_steps
-        inputs, yb, slot_mask = draw_batch(biased if in_biased_phase else unbiased, learner, cfg)
+        inputs, yb, slot_mask = draw_batch(batches, cfg)
         loss = stepper(inputs, yb, slot_mask)
         step += 1
 
@@ -293,8 +286,7 @@ def train(cfg: TrainConfig) -> nn.Module:
             print("eval", json.dumps(finals), flush=True)
         if step % cfg.ckpt_every == 0 or last or out_of_time:
             # A prefetcher's generator is past the batch it drew ahead: save the state before it.
-            rng_state = biased.rng_state() if isinstance(biased, Prefetcher) else generator.get_state()
-            _save(state_dir, cfg, learner, optimizer, rng_state, procs, step, in_dim)
+            _save(state_dir, cfg, learner, optimizer, batches.rng_state(), procs, step, in_dim)
         if out_of_time:
             if procs.is_main:
                 print(f"stopping at step {step}: max_minutes={cfg.max_minutes} reached", flush=True)
