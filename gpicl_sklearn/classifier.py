@@ -83,7 +83,7 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
     :math:`p_e(c \mid x) = e^{\ell_{\pi_e(c)}(x)} / \sum_{c'} e^{\ell_{\pi_e(c')}(x)}`, and
     :math:`\hat p(c \mid x) = \sum_e w_e\, p_e(c \mid x)`.
 
-    **Two views, weighted by evidence** (opt-in). With ``normal_scores=True`` a second set of
+    **Two views, weighted by evidence.** With ``normal_scores=True`` (the default) a second set of
     ``n_estimators`` members reads the numeric columns as normal scores
     (:class:`~gpicl_sklearn.normal_scores.NormalScores`, fitted on the training rows). The
     model predicts every context row from the rows before it, so encoding the context also
@@ -128,13 +128,12 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         orders). With more classes :math:`K` than the checkpoint's :math:`C` label slots,
         each slot holds up to :math:`\lceil K/C \rceil` classes and each view has
         ``n_estimators`` times that many members (``n_members_`` in all).
-    normal_scores : bool, default=False
+    normal_scores : bool, default=True
         Also run members on the numeric columns as normal scores (see *Two views*). Fit and
-        predict cost two to three times as much.
-    evidence_power : float, default=0.0
+        predict cost about twice as much as with ``False``.
+    evidence_power : float, default=0.1
         :math:`\beta \ge 0` of the member weights :math:`w_e \propto \exp(-\beta L_e)`;
-        0 weights every member equally. ``normal_scores=True, evidence_power=0.1`` is the
-        measured candidate for the defaults (see *Two views*).
+        0 weights every member equally.
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         Where the Transformer runs; ``"auto"`` picks CUDA when available.
     batch_size : int, default=64
@@ -202,8 +201,8 @@ class GPICLClassifier(ClassifierMixin, BaseEstimator):
         self,
         checkpoint="default",
         n_estimators=8,
-        normal_scores=False,
-        evidence_power=0.0,
+        normal_scores=True,
+        evidence_power=0.1,
         device="auto",
         batch_size=64,
         random_state=None,

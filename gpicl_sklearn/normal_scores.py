@@ -41,14 +41,37 @@ class NormalScores(TransformerMixin, BaseEstimator):
         self.columns_ = np.setdiff1d(np.arange(X.shape[1]), np.asarray(self.skip, dtype=int))
         self.quantiles_ = None
         if len(self.columns_):
+            # QuantileTransformer clips every value within an absolute 1e-7 of the training
+            # range's ends, so a column of values around 1e-9 (or 1,000 + changes of 1e-9) would
+            # become one constant. The order is all that counts: centre and scale first, the
+            # centre a training value ("lower" median: averaging two values can overflow).
+            columns = X[:, self.columns_]
+            self.center_ = np.nanquantile(_quiet_nan(columns), 0.5, axis=0, method="lower")
+            spread = np.nanmax(_quiet_nan(np.abs(self._centred(columns))), axis=0)
+            self.scale_ = np.where(np.isfinite(spread) & (spread > 0), spread, 1.0)
             self.quantiles_ = QuantileTransformer(
                 n_quantiles=min(1000, len(X)), output_distribution="normal", subsample=None
-            ).fit(X[:, self.columns_])
+            ).fit(self._centred(columns) / self.scale_)
         return self
 
     def transform(self, X) -> np.ndarray:
         check_is_fitted(self)
         out = np.array(X, dtype=np.float64)
         if self.quantiles_ is not None:
-            out[:, self.columns_] = self.quantiles_.transform(out[:, self.columns_])
+            columns = out[:, self.columns_]
+            out[:, self.columns_] = self.quantiles_.transform(self._centred(columns) / self.scale_)
         return out
+
+    def _centred(self, columns: np.ndarray) -> np.ndarray:
+        # Halved first: the difference of two finite float64 values near +-1.8e308 can overflow.
+        return columns * 0.5 - self.center_ * 0.5
+
+
+def _quiet_nan(values: np.ndarray) -> np.ndarray:
+    """``values`` with all-missing columns given one 0 so NumPy's nan-reductions do not warn."""
+    empty = np.isnan(values).all(axis=0)
+    if not empty.any():
+        return values
+    values = values.copy()
+    values[0, empty] = 0.0
+    return values

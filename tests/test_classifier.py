@@ -138,7 +138,7 @@ def test_projection_layout_is_regenerated_from_a_seed(tiny_checkpoint):
     # The tiny checkpoint reads inputs through a projection: A_e ~ N(0, 1/n_present) on the
     # present columns, stored as a seed (no float matrix in the fitted state).
     X, y = small_problem(n_features=8)
-    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=50, random_state=0).fit(X, y)
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=50, normal_scores=False, random_state=0).fit(X, y)
     assert clf._layouts.projected.all() and clf._layouts.seeds.shape == (50,)
     A = np.stack([clf._layouts.matrix(e).numpy() for e in range(50)])
     assert A.shape == (50, 16, TINY_CONFIG.input_dim)  # values, then missing indicators
@@ -212,7 +212,8 @@ def test_random_state_makes_fit_reproducible(tiny_checkpoint):
 
 def test_large_training_sets_warn_and_members_cover_the_data(tiny_checkpoint):
     X, y = small_problem(n=50)
-    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, random_state=0)  # 3 * 19 >= 50
+    # One view, 3 members: 3 * 19 >= 50 rows.
+    clf = GPICLClassifier(checkpoint=tiny_checkpoint, n_estimators=3, normal_scores=False, random_state=0)
     with pytest.warns(
         ContextSubsetWarning,
         match=r"50 training rows exceed the model's context of 19 rows.*50 distinct rows are used\.$",

@@ -30,6 +30,20 @@ def test_normal_scores_keep_order_and_missing_values_and_skip_codes():
     np.testing.assert_allclose(NormalScores().fit(X[:, :1]).transform(q[:, None])[:, 0], [0, 1], atol=0.02)
 
 
+@pytest.mark.parametrize("scale, offset", [(1e-300, 0.0), (1e-9, 1e3), (1e300, 0.0)])
+def test_normal_scores_do_not_depend_on_a_columns_scale_or_offset(scale, offset):
+    # Why: QuantileTransformer clips values within an absolute 1e-7 of the range's ends, so a
+    # column of values around 1e-300 (or 1,000 + changes of 1e-9) became one constant.
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    X[3, 1] = np.nan
+    moved = X * [scale, 1.0] + [offset, 0.0]
+    np.testing.assert_allclose(
+        NormalScores().fit(moved).transform(moved), NormalScores().fit(X).transform(X), atol=1e-12
+    )
+    extreme = np.where(X > 0, 1.7e308, -1.7e308)  # halved before centring: no overflow to inf
+    assert np.isfinite(NormalScores().fit(extreme).transform(extreme)[~np.isnan(X)]).all()
+
+
 def heavy_tailed_task(n: int = 300, seed: int = 0):
     """Two log-normal columns (sigma 3): z-scores squeeze most rows together, ranks do not."""
     rng = np.random.default_rng(seed)
@@ -45,7 +59,8 @@ def test_evidence_weights_choose_the_view_that_predicts_the_context():
     views.fit(X[:200], y[:200])
     assert views.n_members_ == 8 and np.isclose(views.member_weights_.sum(), 1)
     assert views.member_weights_[4:].sum() > 0.9, views.member_weights_
-    as_is = GPICLClassifier(n_estimators=4, random_state=0).fit(X[:200], y[:200])
+    as_is = GPICLClassifier(n_estimators=4, normal_scores=False, evidence_power=0.0, random_state=0)
+    as_is.fit(X[:200], y[:200])
     np.testing.assert_allclose(as_is.member_weights_, 1 / 4)  # evidence_power=0: equal weights
     assert views.score(X[200:], y[200:]) > as_is.score(X[200:], y[200:]) + 0.05
 
