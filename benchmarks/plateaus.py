@@ -13,11 +13,12 @@ fixed label permutation).
 
 Each *study* changes one setting of a shared base run (:data:`BASE`: :mod:`benchmarks.
 task_transition`'s Transformer, a fresh task per sequence, 128 sequences per step, Adam
-with epsilon 1e-8 at lr 1e-3, no biased permutations) and trains it with
-``training.train``, meta-testing every ``--eval-every`` steps on fresh tasks of the MNIST
-test split (the same tasks every time). The *plateau* of a run lasts until the first
-meta-test at which the accuracy of the last 10 positions reaches ``--left-at`` (chance is
-10%); a run that never gets there is reported as ``> steps``. Runs go to ``--work-dir`` and
+with epsilon 1e-8 at lr 1e-3, no biased permutations) and trains it from every seed of
+``--seeds`` (the model's initialisation and its tasks) with ``training.train``,
+meta-testing every ``--eval-every`` steps on fresh tasks of the MNIST test split (the same
+tasks every time). The *plateau* of a run lasts until the first meta-test at which the
+accuracy of the last 10 positions reaches ``--left-at`` (chance is 10%); a run that never
+gets there is reported as ``> steps``. Runs go to ``--work-dir`` and
 are reused when their config is unchanged; the base run is trained once and shared by the
 studies.
 """
@@ -47,7 +48,7 @@ BASE = {"batch_size": 128, "num_tasks": None, "adam_eps": 1e-8, "optimizer": "ad
 STUDIES = {
     "batch size": [{"batch_size": b} for b in (32, 128, 512)],
     "tasks": [{"num_tasks": k} for k in (2**14, 2**16, None)],
-    "Adam epsilon": [{"adam_eps": e} for e in (1e-4, 1e-6, 1e-8)],
+    "Adam epsilon": [{"adam_eps": e} for e in (1e-4, 1e-6, 1e-8, 1e-12, 1e-16)],
     "optimiser": [{}, {"optimizer": "sign_momentum", "lr": 1e-3}, {"optimizer": "sign_momentum", "lr": 1e-4}],
     "biased fraction": [{"biased_fraction": f} for f in (0.0, 0.3, 0.6, 0.9)],
 }
@@ -61,11 +62,12 @@ def setting_label(setting: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
-def plateau_config(setting: dict, args: argparse.Namespace) -> TrainConfig:
-    """The base run with ``setting`` applied; its folder is named by the full setting, so studies share runs."""
+def plateau_config(setting: dict, seed: int, args: argparse.Namespace) -> TrainConfig:
+    """The base run with ``setting`` applied, from ``seed``; its folder is named by the full setting and
+    the seed, so studies share runs."""
     full = BASE | setting
-    cfg = run_config("transformer", full["num_tasks"], 0, args)
-    name = "_".join(f"{k}{'inf' if v is None else v}" for k, v in sorted(full.items()))
+    cfg = run_config("transformer", full["num_tasks"], seed, args)
+    name = "_".join(f"{k}{'inf' if v is None else v}" for k, v in sorted(full.items())) + f"_s{seed}"
     return dataclasses.replace(
         cfg,
         batch_size=full["batch_size"],
@@ -107,10 +109,13 @@ def plateau_end(curve: list[dict], left_at: float) -> int | None:
     return next((c["step"] for c in curve if c["acc"] >= left_at), None)
 
 
-def run_studies(args: argparse.Namespace, studies: dict[str, list[dict]]) -> list[dict]:
-    """One record per study and setting; each distinct run is trained once, ``args.jobs`` at a time."""
+def run_studies(args: argparse.Namespace, studies: dict[str, list[dict]], seeds: list[int]) -> list[dict]:
+    """One record per study, setting and seed; each distinct run is trained once, ``args.jobs`` at a time."""
     planned = [
-        (study, setting, plateau_config(setting, args)) for study, settings in studies.items() for setting in settings
+        (study, setting, plateau_config(setting, seed, args))
+        for study, settings in studies.items()
+        for setting in settings
+        for seed in seeds
     ]
     configs = {Path(cfg.out_dir).name: cfg for _, _, cfg in planned}
     measured: dict[str, dict] = {}
@@ -120,7 +125,7 @@ def run_studies(args: argparse.Namespace, studies: dict[str, list[dict]]) -> lis
             measured[futures[future]] = future.result()
             print(json.dumps({k: v for k, v in measured[futures[future]].items() if k != "curve"}), flush=True)
     return [
-        {"study": study, "setting": setting_label(setting), "batch_size": cfg.batch_size}
+        {"study": study, "setting": setting_label(setting), "seed": cfg.seed, "batch_size": cfg.batch_size}
         | measured[Path(cfg.out_dir).name]
         for study, setting, cfg in planned
     ]
@@ -130,36 +135,61 @@ def plateau_text(r: dict) -> str:
     return f"> {r['steps']:,}" if r["plateau_steps"] is None else f"{r['plateau_steps']:,}"
 
 
+def median_plateau(runs: list[dict]) -> float:
+    """The median plateau of ``runs`` in steps, a run still on its plateau counting as endless."""
+    return float(np.median([np.inf if r["plateau_steps"] is None else r["plateau_steps"] for r in runs]))
+
+
 def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str:
+    """One row per study and setting; its seeds' plateaus side by side, their median and mean final metrics."""
     lines = [
         f"`{command}`",
         "",
         f"Transformer of `benchmarks.task_transition`, MNIST at {args.image_size} x {args.image_size}, sequences "
-        f"of {args.length}, up to {args.steps} steps; base run: {setting_label(BASE)}. Meta-test every "
-        f"{args.eval_every} steps on {args.n_tasks} fresh tasks x {args.n_seqs} sequences of the MNIST test "
-        f"split; accuracy of the last {LAST} positions (%). The plateau ends at the first meta-test with "
-        f"accuracy >= {100 * args.left_at:.0f}% (chance 10%).",
+        f"of {args.length}, up to {args.steps} steps; base run: {setting_label(BASE)}; seeds {args.seeds}. "
+        f"Meta-test every {args.eval_every} steps on {args.n_tasks} fresh tasks x {args.n_seqs} sequences of "
+        f"the MNIST test split; accuracy of the last {LAST} positions (%). The plateau ends at the first "
+        f"meta-test with accuracy >= {100 * args.left_at:.0f}% (chance 10%); the median counts a run still on "
+        "its plateau as endless. Final accuracy and loss: means over the seeds at their last step.",
         "",
-        "| study | setting | plateau (steps) | plateau (sequences) | final accuracy | final loss |",
-        "|---|---|---:|---:|---:|---:|",
+        "| study | setting | plateau (steps), per seed | left | median plateau (steps) | median plateau "
+        "(sequences) | final accuracy | final loss |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
+    rows = {}
     for r in records:
-        seqs = "-" if r["plateau_steps"] is None else f"{r['plateau_steps'] * r['batch_size']:,}"
-        last = r["curve"][-1]
-        loss = "-" if last["loss"] is None else f"{last['loss']:.3f}"
+        rows.setdefault((r["study"], r["setting"]), []).append(r)
+    for (study, setting), runs in rows.items():
+        median = median_plateau(runs)
+        steps = f"> {max(r['steps'] for r in runs):,}" if np.isinf(median) else f"{median:,.0f}"
+        seqs = "-" if np.isinf(median) else f"{median * runs[0]['batch_size']:,.0f}"
+        left = sum(r["plateau_steps"] is not None for r in runs)
+        accuracy = 100 * np.mean([r["curve"][-1]["acc"] for r in runs])
+        losses = [r["curve"][-1]["loss"] for r in runs if r["curve"][-1]["loss"] is not None]
+        loss = f"{np.mean(losses):.3f}" if losses else "-"
         lines.append(
-            f"| {r['study']} | {r['setting']} | {plateau_text(r)} | {seqs} | {100 * last['acc']:.1f} | {loss} |"
+            f"| {study} | {setting} | {' / '.join(plateau_text(r) for r in runs)} | {left} of {len(runs)} | "
+            f"{steps} | {seqs} | {accuracy:.1f} | {loss} |"
         )
     return "\n".join(lines)
 
 
 def figure(records: list[dict], path: Path) -> None:
-    """One panel per study: meta-test accuracy against steps, one line per setting."""
+    """One panel per study: meta-test accuracy against steps, one colour per setting, one line per seed."""
     studies = list(dict.fromkeys(r["study"] for r in records))
     fig, axes = plt.subplots(1, len(studies), figsize=(4 * len(studies), 3.4), squeeze=False, sharey=True)
     for ax, study in zip(axes[0], studies, strict=True):
+        colours = {}
         for r in (r for r in records if r["study"] == study):
-            ax.plot([c["step"] for c in r["curve"]], [100 * c["acc"] for c in r["curve"]], label=r["setting"])
+            first = r["setting"] not in colours
+            colours.setdefault(r["setting"], f"C{len(colours)}")
+            ax.plot(
+                [c["step"] for c in r["curve"]],
+                [100 * c["acc"] for c in r["curve"]],
+                color=colours[r["setting"]],
+                lw=1,
+                label=r["setting"] if first else None,
+            )
         ax.set_title(study)
         ax.set_xlabel("meta-training step")
         ax.grid(alpha=0.3)
@@ -178,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--left-at", type=float, default=0.2, help="accuracy that ends the plateau")
     parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated subset of the studies")
     parser.add_argument("--batch-sizes", help="the batch-size study's sizes, comma-separated (default 32,128,512)")
+    parser.add_argument("--adam-eps", help="the Adam epsilon study's values, comma-separated (default 1e-4,...,1e-16)")
+    parser.add_argument("--seeds", default="0", help="seeds of every setting, comma-separated")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, tiny meta-tests")
     args = parser.parse_args(argv)
     unknown = set(args.studies.split(",")) - set(STUDIES)
@@ -188,8 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     chosen = {s: STUDIES[s] for s in args.studies.split(",")}
     if args.batch_sizes and "batch size" in chosen:
         chosen["batch size"] = [{"batch_size": int(b)} for b in args.batch_sizes.split(",")]
+    if args.adam_eps and "Adam epsilon" in chosen:
+        chosen["Adam epsilon"] = [{"adam_eps": float(e)} for e in args.adam_eps.split(",")]
     command = command_line("benchmarks.plateaus", argv)
-    records = run_studies(args, chosen)
+    records = run_studies(args, chosen, [int(s) for s in args.seeds.split(",")])
     report("plateaus", records, markdown(records, command, args), command, args, figure)
 
 

@@ -465,3 +465,28 @@ def test_state_size_quick_trains_the_smallest_size_of_every_learner(tmp_path):
     assert by_name["transformer"]["state"] == 2 * 2 * 4 * 8 * 12  # layers, heads, head_dim, length
     assert all(0 <= r[d] <= 1 for r in records for d in ("mnist", "fashion_mnist"))
     assert (tmp_path / "state_size.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_plateaus_trains_every_setting_from_every_seed(tmp_path):
+    work = tmp_path / "runs"
+    argv = ["--quick", "--jobs", "1", "--studies", "Adam epsilon", "--adam-eps", "1e-8,1e-16", "--seeds", "0,1"]
+    plateaus.main([*argv, "--work-dir", str(work), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "plateaus.json").read_text())["records"]
+    assert [(r["setting"], r["seed"]) for r in records] == [
+        ("adam_eps=1e-08", 0),
+        ("adam_eps=1e-08", 1),
+        ("adam_eps=1e-16", 0),
+        ("adam_eps=1e-16", 1),
+    ]
+    assert len({r["config"] for r in records}) == 4 == len(list(work.iterdir()))
+    table = (tmp_path / "plateaus.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| Adam epsilon | adam_eps=1e-16 |"))
+    plateau_per_seed, left = row.split(" | ")[2:4]
+    assert len(plateau_per_seed.split(" / ")) == 2 and left.endswith(" of 2")
+
+
+def test_the_median_plateau_counts_a_run_still_on_it_as_endless():
+    runs = [{"plateau_steps": 500}, {"plateau_steps": None}, {"plateau_steps": 1000}]
+    assert plateaus.median_plateau(runs) == 1000
+    assert plateaus.median_plateau(runs[:2]) == np.inf
