@@ -50,7 +50,9 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
     step = make_train_step(model, optimizer, cfg, device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fold_width = learner.embed_x.out_features if cfg.fold_projection else None
-    sampler = PaperBatches(x, y, cfg.task_config(in_dim), generator, cfg.biased_steps, fold_width)
+    sampler = PaperBatches(
+        x, y, cfg.task_config(in_dim), generator, cfg.biased_steps, fold_width, gram_table=cfg.gram_table
+    )
 
     def one_step() -> None:
         with record_function("sample"):
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)"
     )
+    parser.add_argument(
+        "--gram-table", action="store_true", help="Gram matrices gathered from the training split's (training/tasks.py)"
+    )
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--top", type=int, default=25)
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> str:
         channels=args.channels,
         compile=args.compile,
         fold_projection=args.fold_projection,
+        gram_table=args.gram_table,
         bf16=True,
     )
     if args.quick:

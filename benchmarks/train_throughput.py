@@ -40,6 +40,11 @@ MODES = {
     "compile+graph+fold no-prefetch": [
         *("--compile", "true", "--cuda-graph", "true", "--fold-projection", "true", "--prefetch", "false")
     ],
+    # each sequence's Gram matrix gathered from the training split's (training/tasks.py)
+    "compile+graph+gram": ["--compile", "true", "--cuda-graph", "true", "--gram-table", "true"],
+    "compile+graph+fold+gram": [
+        *("--compile", "true", "--cuda-graph", "true", "--fold-projection", "true", "--gram-table", "true")
+    ],
 }
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from training import tasks
-from training.tasks import TaskConfig, TaskSampler, gaussian_projection, task_permutation, task_projection
+from training.tasks import (
+    PaperBatches,
+    TaskConfig,
+    TaskSampler,
+    gaussian_projection,
+    task_permutation,
+    task_projection,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -105,6 +112,31 @@ def test_sampler_reproduces_from_the_generator_state(num_tasks):
     other.generator.set_state(state)
     xr, yr = other.sample(6)
     assert torch.equal(xb, xr) and torch.equal(yb, yr)
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_gram_table_gives_the_batches_of_the_per_batch_gram(folded):
+    x, y = labelled_points(6, 4, 9)
+    cfg = TaskConfig(length=7, num_classes=4, out_dim=5, biased_fraction=0.5)
+
+    def draw(gram):
+        sampler = TaskSampler(x, y, cfg, torch.Generator().manual_seed(3), gram)
+        return [t for _ in range(2) for t in (sampler.sample_folded(5, 3) if folded else sampler.sample(5))]
+
+    direct, gathered = draw(None), draw(tasks.dataset_gram(x))
+    for a, b in zip(direct, gathered, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_gram_table_of_another_dataset_and_finite_tasks_are_refused():
+    x, y = labelled_points(3, 4, 6)
+    cfg = TaskConfig(length=5, num_classes=4, out_dim=6)
+    with pytest.raises(ValueError, match=r"gram must be the \(12, 12\) Gram matrix of x"):
+        TaskSampler(x, y, cfg, torch.Generator(), torch.zeros(11, 11))
+    with pytest.raises(ValueError, match="K = infinity"):
+        PaperBatches(
+            x, y, TaskConfig(length=5, num_classes=4, out_dim=6, num_tasks=3), torch.Generator(), gram_table=True
+        )
 
 
 @pytest.fixture(params=["table", "regenerated"])

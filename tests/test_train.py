@@ -210,6 +210,7 @@ def test_config_from_args_rejects_bad_flags(argv, capsys):
         ({"dataset": "imagenet"}, "dataset"),
         ({"eval_datasets": ("mnist", "imagenet")}, "eval_datasets"),
         ({"fold_projection": True, "num_tasks": 4}, "num_tasks"),
+        ({"gram_table": True, "num_tasks": 4}, "num_tasks"),
     ],
 )
 def test_invalid_configs_are_rejected_up_front_naming_the_field(changes, field):
@@ -262,9 +263,13 @@ def test_training_lowers_the_loss_and_memorises_seen_tasks(env_root, tmp_path):
     assert meta["step"] == 30 and meta["config"]["world_size"] == 1 and meta["config"]["num_tasks"] == 3
 
 
-@pytest.mark.parametrize("optimizer,fold", [("adam", False), ("sign_momentum", False), ("adam", True)])
-def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer, fold):
-    changes = dict(optimizer=optimizer, lr_schedule="cosine", warmup_steps=3, num_tasks=None, fold_projection=fold)
+@pytest.mark.parametrize(
+    "optimizer,fold,gram", [("adam", False, False), ("sign_momentum", False, False), ("adam", True, True)]
+)
+def test_resume_equals_an_uninterrupted_run(env_root, tmp_path, optimizer, fold, gram):
+    changes = dict(
+        optimizer=optimizer, lr_schedule="cosine", warmup_steps=3, num_tasks=None, fold_projection=fold, gram_table=gram
+    )
     train(tiny_config(tmp_path / "whole", **changes))
 
     parts = tmp_path / "parts"

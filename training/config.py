@@ -65,6 +65,7 @@ class TrainConfig:
     biased_fraction: float = 0.9
     biased_steps: int | None = None  # biased permutations only in the first N steps; None: always
     fold_projection: bool = False  # K = infinity, transformer: sample inputs at d_model width (training/folded.py)
+    gram_table: bool = False  # K = infinity: the training split's Gram matrix held on the device (4 N² bytes)
     task_seed: int = 0
     # None: the paper's tasks above; else the general-purpose prior (training/priors), a
     # dict of PriorConfig fields ({} for its defaults); inputs are then out_dim wide.
@@ -201,6 +202,9 @@ def _check_names(cfg: TrainConfig) -> None:
         )
     if cfg.fold_projection:
         _require(cfg.num_tasks is None, "num_tasks", "null with fold_projection (K = infinity)", cfg.num_tasks)
+    if cfg.gram_table:
+        _require(cfg.num_tasks is None, "num_tasks", "null with gram_table (K = infinity)", cfg.num_tasks)
+        _require(cfg.prior is None, "prior", "null with gram_table (it projects a base dataset)", cfg.prior)
 
 
 def resume_changes(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:

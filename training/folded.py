@@ -35,14 +35,16 @@ def folded_embedding(layer: nn.Linear, chol: Tensor, u: Tensor) -> Tensor:
     """A sample of ``layer(x A)``: ``chol @ u @ chol(W Wᵀ)ᵀ + b``, ``(B, L, d)``.
 
     ``chol``: ``(B, L, L)`` from :func:`training.tasks.gram_cholesky`; ``u``: ``(B, L, d)``
-    standard normal. Computed in float32 (outside autocast): Cholesky needs it.
+    standard normal. ``chol(W Wᵀ)`` in float32 (outside autocast: Cholesky needs it); the
+    two products under the caller's autocast, at the precision the unfolded first layer's
+    matmul has (in float32 they took 0.28 of 7.6 ms of a B=512 step's kernels on an H100).
     """
     with torch.autocast(chol.device.type, enabled=False):
         w = layer.weight.float()
         cov = w @ w.T
         eye = torch.eye(cov.shape[0], device=cov.device)
         r, _ = torch.linalg.cholesky_ex(cov + _JITTER * cov.diagonal().mean() * eye)  # _ex: no host sync
-        return chol @ (u @ r.T) + layer.bias.float()
+    return chol @ (u @ r.T) + layer.bias
 
 
 class FoldedTransformer(nn.Module):

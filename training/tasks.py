@@ -90,11 +90,36 @@ def task_table(num_tasks: int, in_dim: int, out_dim: int, num_classes: int, task
 def gram_cholesky(x: Tensor) -> Tensor:
     """``chol(x xᵀ / N_in)`` per sequence, ``(B, L, L)`` float32: the factor of :func:`gaussian_projection`."""
     x = x.float()
-    gram = x @ x.transpose(1, 2) / x.shape[-1]  # (B, L, L)
-    eye = torch.eye(gram.shape[-1], device=x.device)
+    return _jittered_cholesky(x @ x.transpose(1, 2) / x.shape[-1])
+
+
+def _jittered_cholesky(gram: Tensor) -> Tensor:
+    eye = torch.eye(gram.shape[-1], device=gram.device)
     jitter = _JITTER * gram.diagonal(dim1=1, dim2=2).mean(-1)[:, None, None]
     chol, _ = torch.linalg.cholesky_ex(gram + jitter * eye)  # _ex: no host sync on failure
     return chol
+
+
+def dataset_gram(x: Tensor) -> Tensor:
+    """``x xᵀ / N_in`` of the whole base dataset, ``(N, N)`` float32.
+
+    Every sequence's Gram matrix is a ``(L, L)`` block of it, so a sampler holding it
+    gathers ``L²`` numbers per sequence instead of gathering ``L x N_in`` inputs and
+    multiplying them (at ``N_in = 3072`` most of a batch draw's device time). It costs
+    ``4 N²`` bytes (14.4 GB for 60,000 examples); on a GPU, a clear error when that is more
+    than half the free memory.
+    """
+    n = x.shape[0]
+    need = 4 * n * n
+    if x.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(x.device)
+        if need > free // 2:
+            raise ValueError(
+                f"the Gram table of {n} examples needs {need / 2**30:.1f} GiB, more than half of the "
+                f"{free / 2**30:.1f} GiB free on {x.device}; train with gram_table false"
+            )
+    x = x.float()
+    return x @ x.T / x.shape[-1]
 
 
 def gaussian_projection(x: Tensor, out_dim: int, generator: torch.Generator) -> Tensor:
@@ -102,8 +127,13 @@ def gaussian_projection(x: Tensor, out_dim: int, generator: torch.Generator) -> 
 
     ``x``: ``(B, L, N_in)``. Returns ``(B, L, out_dim)`` float32.
     """
-    z = torch.randn(x.shape[0], x.shape[1], out_dim, device=x.device, generator=generator)
-    return gram_cholesky(x) @ z
+    return _project(gram_cholesky(x), out_dim, generator)
+
+
+def _project(chol: Tensor, out_dim: int, generator: torch.Generator) -> Tensor:
+    """``chol @ z`` for ``z ~ N(0, I)`` of shape ``(B, L, out_dim)``."""
+    z = torch.randn(chol.shape[0], chol.shape[1], out_dim, device=chol.device, generator=generator)
+    return chol @ z
 
 
 class TaskSampler:
@@ -118,22 +148,27 @@ class TaskSampler:
     generator : torch.Generator
         The only source of randomness (on ``x``'s device): its state is the sampler's
         position, so saving and restoring it resumes the exact data stream.
+    gram : Tensor, optional
+        :func:`dataset_gram` of ``x`` (K = infinity): each sequence's Gram matrix is gathered
+        from it rather than computed. The same draws and the same batches, up to rounding.
     """
 
-    def __init__(self, x: Tensor, y: Tensor, cfg: TaskConfig, generator: torch.Generator):
+    def __init__(self, x: Tensor, y: Tensor, cfg: TaskConfig, generator: torch.Generator, gram: Tensor | None = None):
         if int(y.max()) >= cfg.num_classes:
             raise ValueError(f"labels go up to {int(y.max())}, but num_classes={cfg.num_classes}")
-        self.x, self.y, self.cfg, self.generator = x, y, cfg, generator
+        if gram is not None and gram.shape != (x.shape[0], x.shape[0]):
+            raise ValueError(f"gram must be the ({x.shape[0]}, {x.shape[0]}) Gram matrix of x, got {tuple(gram.shape)}")
+        self.x, self.y, self.cfg, self.generator, self.gram = x, y, cfg, generator, gram
 
     def sample(self, batch_size: int) -> tuple[Tensor, Tensor]:
         """``(x A, rho(y))``: ``(B, L, out_dim)`` float32 inputs and ``(B, L)`` labels."""
         cfg, g, dev = self.cfg, self.generator, self.x.device
         idx = self._indices(batch_size)
-        x = self.x[idx]
-        if cfg.num_tasks is None:
-            x = gaussian_projection(x, cfg.out_dim, g)
+        if cfg.num_tasks is None:  # gaussian_projection of x[idx]
+            x = _project(self._gram_cholesky(idx), cfg.out_dim, g)
             perms = self._fresh_permutations(batch_size)
         else:
+            x = self.x[idx]
             ks = torch.randint(0, cfg.num_tasks, (batch_size,), generator=g, device=dev)
             table = task_table(cfg.num_tasks, x.shape[-1], cfg.out_dim, cfg.num_classes, cfg.task_seed, str(dev))
             if table is not None:
@@ -159,8 +194,13 @@ class TaskSampler:
             raise ValueError("folded sampling needs K = infinity (num_tasks=None): a finite task set fixes each A_k")
         idx = self._indices(batch_size)
         u = torch.randn(batch_size, self.cfg.length, width, device=self.x.device, generator=self.generator)
-        chol = gram_cholesky(self.x[idx])
+        chol = self._gram_cholesky(idx)
         return chol, u, self._relabel(self._fresh_permutations(batch_size), self.y[idx])
+
+    def _gram_cholesky(self, idx: Tensor) -> Tensor:
+        if self.gram is None:
+            return gram_cholesky(self.x[idx])
+        return _jittered_cholesky(self.gram[idx[:, :, None], idx[:, None, :]])
 
     def _indices(self, batch_size: int) -> Tensor:
         return torch.randint(
@@ -187,7 +227,8 @@ class PaperBatches:
     :meth:`TaskSampler.sample_folded`'s ``(chol, u)`` for a first layer that wide, else
     ``(x A,)``. The phase follows the batch's own index (``calls``: batches drawn before, a
     resumed run's step), so a batch drawn ahead (:class:`training.prefetch.Prefetcher`) is
-    in the phase of the step that trains on it.
+    in the phase of the step that trains on it. ``gram_table`` (K = infinity): both samplers
+    gather their Gram matrices from one :func:`dataset_gram` of ``x``.
     """
 
     def __init__(
@@ -199,9 +240,13 @@ class PaperBatches:
         biased_steps: int | None = None,
         fold_width: int | None = None,
         calls: int = 0,
+        gram_table: bool = False,
     ):
-        self.biased = TaskSampler(x, y, cfg, generator)
-        self.unbiased = TaskSampler(x, y, dataclasses.replace(cfg, biased_fraction=0.0), generator)
+        if gram_table and cfg.num_tasks is not None:
+            raise ValueError("a Gram table needs K = infinity (num_tasks=None): a finite task set projects x itself")
+        gram = dataset_gram(x) if gram_table else None
+        self.biased = TaskSampler(x, y, cfg, generator, gram)
+        self.unbiased = TaskSampler(x, y, dataclasses.replace(cfg, biased_fraction=0.0), generator, gram)
         self.g, self.biased_steps, self.fold_width, self.calls = generator, biased_steps, fold_width, calls
 
     def sample(self, batch_size: int) -> tuple[Tensor, ...]:

@@ -263,7 +263,16 @@ def train(cfg: TrainConfig) -> nn.Module:
         )
     else:
         fold_width = learner.embed_x.out_features if cfg.fold_projection else None
-        sampler = PaperBatches(x, y, cfg.task_config(in_dim), generator, cfg.biased_steps, fold_width, calls=step)
+        sampler = PaperBatches(
+            x,
+            y,
+            cfg.task_config(in_dim),
+            generator,
+            cfg.biased_steps,
+            fold_width,
+            calls=step,
+            gram_table=cfg.gram_table,
+        )
     batches = Prefetcher(sampler, cfg.batch_size, ahead=cfg.prefetch)  # on a GPU: drawn during the step before
 
     progress = Progress(out_dir, step, cfg.max_minutes, procs.world, procs.is_main, device)
