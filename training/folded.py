@@ -37,7 +37,7 @@ def folded_embedding(layer: nn.Linear, chol: Tensor, u: Tensor) -> Tensor:
     ``chol``: ``(B, L, L)`` from :func:`training.tasks.gram_cholesky`; ``u``: ``(B, L, d)``
     standard normal. ``chol(W Wᵀ)`` in float32 (outside autocast: Cholesky needs it); the
     two products under the caller's autocast, at the precision the unfolded first layer's
-    matmul has (in float32 they took 0.28 of 7.6 ms of a B=512 step's kernels on an H100).
+    matmul has (in float32 they ran as FFMA kernels, training/RUNS.md).
     """
     with torch.autocast(chol.device.type, enabled=False):
         w = layer.weight.float()
