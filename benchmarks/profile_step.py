@@ -7,13 +7,16 @@ Builds the pieces of :func:`training.train.train` (the base dataset, the task sa
 the learner, Adam and :func:`training.train.make_train_step`), runs ``--warmup`` steps,
 then profiles ``--steps`` steps with :mod:`torch.profiler`. Prints the device time of
 each phase per step (each phase is a ``record_function`` range) and the ops that take
-the most device time. The phases run eagerly (or compiled with ``--compile``), not as
-one CUDA graph: the breakdown says what a graph replay would still have to execute.
+the most device time. The phases run eagerly (or compiled with ``--compile``); with
+``--cuda-graph`` the step is captured and replayed as in training (``training/stepper.py``),
+so the op table lists the kernels a replay executes. The wall-clock time per step (draw +
+step, timed with CUDA events outside the profiler) says whether the loop keeps the GPU busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -22,6 +25,7 @@ from training.config import TrainConfig
 from training.data import load_dataset
 from training.learners import build_learner
 from training.optim import make_optimizer
+from training.stepper import GRAPH_WARMUP_STEPS, Stepper, side_stream
 from training.tasks import PaperBatches
 from training.train import draw_batch, make_train_step, step_model
 
@@ -38,16 +42,34 @@ def _time_us(event, on_device: bool) -> float:
     raise RuntimeError("this torch's profiler events report no device time")
 
 
+def _wall_ms(fn, steps: int, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps * 1e3
+
+
 def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.device, top: int) -> str:
     x, y = load_dataset(cfg.dataset, "train", size=cfg.image_size, channels=cfg.channels, device=device)
     in_dim = cfg.input_dim(x.shape[1])
+    if cfg.cuda_graph and device.type != "cuda":
+        raise ValueError("--cuda-graph needs a CUDA device")
     learner = build_learner(cfg.learner, in_dim, cfg.num_classes, **cfg.learner_kwargs).to(device)
     optimizer = make_optimizer(
-        cfg.optimizer, learner.parameters(), lr=cfg.lr, eps=cfg.adam_eps, betas=(cfg.beta1, cfg.beta2), capturable=False
+        cfg.optimizer,
+        learner.parameters(),
+        lr=cfg.lr,
+        eps=cfg.adam_eps,
+        betas=(cfg.beta1, cfg.beta2),
+        capturable=cfg.cuda_graph,  # as training builds it: fused Adam with a graph
     )
     model = step_model(learner, cfg)
-    model = torch.compile(model) if cfg.compile else model
-    step = make_train_step(model, optimizer, cfg, device)
+    model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side_stream(cfg.cuda_graph))
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fold_width = learner.embed_x.out_features if cfg.fold_projection else None
     sampler = PaperBatches(
@@ -58,11 +80,11 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
         with record_function("sample"):
             inputs, yb, slot_mask = draw_batch(sampler, cfg)
         with record_function("train_step"):
-            optimizer.zero_grad(set_to_none=True)
-            step(inputs, yb, slot_mask)
+            stepper(inputs, yb, slot_mask)
 
-    for _ in range(warmup):
+    for _ in range(max(warmup, GRAPH_WARMUP_STEPS + 2) if cfg.cuda_graph else warmup):
         one_step()
+    wall = _wall_ms(one_step, steps, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         for _ in range(steps):
@@ -78,7 +100,10 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
 
     lines = [
         f"{cfg.batch_size} sequences of {cfg.length} x {in_dim}-d, {cfg.learner} {cfg.learner_kwargs or ''}, "
-        f"compile={cfg.compile}, fold_projection={cfg.fold_projection}, {device}: {unit} time per step",
+        f"compile={cfg.compile} ({cfg.compile_mode}), cuda_graph={cfg.cuda_graph}, "
+        f"fold_projection={cfg.fold_projection}, gram_table={cfg.gram_table}, {device}: {unit} time per step",
+        "",
+        f"Wall-clock: {wall:.3f} ms/step (draw + step, {steps} steps, outside the profiler).",
         "",
         "| phase | ms/step |",
         "|---|---:|",
@@ -107,6 +132,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--image-size", type=int, default=32, help="0: native resolution (784-d MNIST)")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", help="torch.compile's mode (TrainConfig.compile_mode)")
+    parser.add_argument("--cuda-graph", action="store_true", help="profile replays of the captured step (GPU)")
     parser.add_argument(
         "--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)"
     )
@@ -124,6 +151,8 @@ def main(argv: list[str] | None = None) -> str:
         image_size=args.image_size or None,
         channels=args.channels,
         compile=args.compile,
+        compile_mode=args.compile_mode,
+        cuda_graph=args.cuda_graph,
         fold_projection=args.fold_projection,
         gram_table=args.gram_table,
         bf16=True,
@@ -135,6 +164,7 @@ def main(argv: list[str] | None = None) -> str:
             channels=1,
             batch_size=4,
             length=12,
+            cuda_graph=args.cuda_graph,
             fold_projection=args.fold_projection,
             learner_kwargs={"d_model": 16, "n_layers": 1, "n_heads": 2, "head_dim": 8},
         )

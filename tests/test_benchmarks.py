@@ -16,6 +16,7 @@ import torch
 from conftest import write_run, write_tiny_mnist
 
 from benchmarks import (
+    attention_kernels,
     bimodality,
     classical,
     curves,
@@ -185,7 +186,21 @@ def test_profile_step_quick_reports_both_phases():
         if line.startswith("| sample") or line.startswith("| train_step")
     }
     assert set(rows) == {"sample", "train_step"} and all(v > 0 for v in rows.values())
-    assert "Top 5 ops" in text
+    assert "Top 5 ops" in text and "Wall-clock" in text
+
+
+def test_profile_step_cuda_graph_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="--cuda-graph needs a CUDA device"):
+        profile_step.main(["--quick", "--cuda-graph"])
+
+
+def test_attention_kernels_quick_agree_with_the_reference(tmp_path):
+    attention_kernels.main(["--quick", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "attention_kernels.json").read_text())["rows"]
+    assert {r["impl"] for r in rows} >= {"sdpa, compiled", "explicit softmax, compiled", "sdpa math"}
+    assert all(r["ms"] > 0 and r["max_error"] < 1e-4 for r in rows)
 
 
 @pytest.fixture(scope="module")
