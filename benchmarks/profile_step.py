@@ -68,7 +68,7 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
         capturable=cfg.cuda_graph,  # as training builds it: fused Adam with a graph
     )
     model = step_model(learner, cfg)
-    model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    model = torch.compile(model) if cfg.compile else model
     stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side_stream(cfg.cuda_graph))
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     fold_width = learner.embed_x.out_features if cfg.fold_projection else None
@@ -100,7 +100,7 @@ def profile_steps(cfg: TrainConfig, steps: int, warmup: int, device: torch.devic
 
     lines = [
         f"{cfg.batch_size} sequences of {cfg.length} x {in_dim}-d, {cfg.learner} {cfg.learner_kwargs or ''}, "
-        f"compile={cfg.compile} ({cfg.compile_mode}), cuda_graph={cfg.cuda_graph}, "
+        f"compile={cfg.compile}, cuda_graph={cfg.cuda_graph}, "
         f"fold_projection={cfg.fold_projection}, gram_table={cfg.gram_table}, {device}: {unit} time per step",
         "",
         f"Wall-clock: {wall:.3f} ms/step (draw + step, {steps} steps, outside the profiler).",
@@ -132,7 +132,6 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--image-size", type=int, default=32, help="0: native resolution (784-d MNIST)")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--compile-mode", default="default", help="torch.compile's mode (TrainConfig.compile_mode)")
     parser.add_argument("--cuda-graph", action="store_true", help="profile replays of the captured step (GPU)")
     parser.add_argument(
         "--fold-projection", action="store_true", help="sample inputs at d_model width (training/folded.py)"
@@ -151,7 +150,6 @@ def main(argv: list[str] | None = None) -> str:
         image_size=args.image_size or None,
         channels=args.channels,
         compile=args.compile,
-        compile_mode=args.compile_mode,
         cuda_graph=args.cuda_graph,
         fold_projection=args.fold_projection,
         gram_table=args.gram_table,

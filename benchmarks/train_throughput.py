@@ -45,15 +45,6 @@ MODES = {
     "compile+graph+fold+gram": [
         *("--compile", "true", "--cuda-graph", "true", "--fold-projection", "true", "--gram-table", "true")
     ],
-    # inductor's Triton GEMMs with fused epilogues, tuned at compile time
-    "compile+graph+gram autotune": [
-        *("--compile", "true", "--compile-mode", "max-autotune-no-cudagraphs", "--cuda-graph", "true"),
-        *("--gram-table", "true"),
-    ],
-    "compile+graph+fold+gram autotune": [
-        *("--compile", "true", "--compile-mode", "max-autotune-no-cudagraphs", "--cuda-graph", "true"),
-        *("--fold-projection", "true", "--gram-table", "true"),
-    ],
 }
 
 

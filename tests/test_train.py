@@ -207,7 +207,6 @@ def test_config_from_args_rejects_bad_flags(argv, capsys):
         ({"learner_kwargs": {"d_modle": 8}}, "learner_kwargs"),
         ({"optimizer": "sgd"}, "optimizer"),
         ({"lr_schedule": "linear"}, "lr_schedule"),
-        ({"compile_mode": "reduce-overhead"}, "compile_mode"),
         ({"dataset": "imagenet"}, "dataset"),
         ({"eval_datasets": ("mnist", "imagenet")}, "eval_datasets"),
         ({"fold_projection": True, "num_tasks": 4}, "num_tasks"),

@@ -24,8 +24,6 @@ from training.tasks import TaskConfig
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict": (dict,)}
 _SEQUENCE = "tuple[str, ...]"
 
-COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
-
 # Fields that decide the model or the data a saved state was trained on: a resume keeps them.
 FIXED_ON_RESUME = (
     "dataset",
@@ -92,9 +90,6 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     bf16: bool = True
     compile: bool = False
-    # torch.compile's mode: "max-autotune-no-cudagraphs" lets inductor write Triton GEMMs with
-    # fused epilogues (the MLP's GELU) and tune them; the CUDA graph is cuda_graph's, not its.
-    compile_mode: str = "default"
     cuda_graph: bool = False
     seed: int = 0
     # bookkeeping
@@ -183,7 +178,6 @@ def _check_names(cfg: TrainConfig) -> None:
     unknown = sorted(set(cfg.learner_kwargs) - options)
     _require(not unknown, "learner_kwargs", f"options of {cfg.learner!r}, some of {sorted(options)}", unknown)
     _require(cfg.optimizer in OPTIMIZERS, "optimizer", f"one of {OPTIMIZERS}", cfg.optimizer)
-    _require(cfg.compile_mode in COMPILE_MODES, "compile_mode", f"one of {COMPILE_MODES}", cfg.compile_mode)
     _require(cfg.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}", cfg.lr_schedule)
     if cfg.prior is not None:
         try:

@@ -247,7 +247,7 @@ def train(cfg: TrainConfig) -> nn.Module:
     side = side_stream(use_graph)
     model = _parallel(step_model(learner, cfg), procs, side)
     if cfg.compile:
-        model = torch.compile(model, mode=cfg.compile_mode)
+        model = torch.compile(model)
     stepper = Stepper(make_train_step(model, optimizer, cfg, device), optimizer, side)
     if cfg.prior is not None:
         # Seeded per rank, and by the step on resume: the host draws of a step are the same.
