@@ -23,6 +23,7 @@ from benchmarks import (
     domain_features,
     image_context,
     normalisation,
+    plateau_moments,
     plateaus,
     profile_step,
     sequence_length,
@@ -405,6 +406,29 @@ def test_plateaus_quick_shares_the_base_run_between_studies(tmp_path):
         assert all(0 <= c["acc"] <= 1 and np.isfinite(c["loss"]) for c in r["curve"])
     assert (tmp_path / "plateaus.png").stat().st_size > 0
     assert "| batch size | batch_size=32 |" in (tmp_path / "plateaus.md").read_text()
+
+
+def test_adam_rms_is_the_bias_corrected_rms_gradient():
+    w = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([w], lr=1e-3, betas=(0.9, 0.99))
+    for g in ([1.0, -2.0, 0.0], [3.0, 2.0, 0.0]):
+        w.grad = torch.tensor(g)
+        optimizer.step()
+    v = (0.01 * 0.99 * np.array([1.0, 4.0, 0.0]) + 0.01 * np.array([9.0, 4.0, 0.0])) / (1 - 0.99**2)
+    np.testing.assert_allclose(plateau_moments.adam_rms(optimizer), np.sqrt(v), rtol=1e-6)
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_plateau_moments_quick_reads_the_moments_at_each_stage(tmp_path):
+    rows = plateau_moments.main(["--quick", "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    assert [r["step"] for r in rows] == [4, 8]
+    for r in rows:
+        assert r["entries"] > 0 and r["entries_without_gradient"] >= 0
+        quantiles = list(r["rms_quantiles"].values())
+        assert all(q >= 0 for q in quantiles) and quantiles == sorted(quantiles)
+        shares = [r["share_damped"][str(e)] for e in plateau_moments.EPSILONS]
+        assert all(0 <= s <= 1 for s in shares) and shares == sorted(shares, reverse=True)
+    assert "| 8 |" in (tmp_path / "plateau_moments.md").read_text()
 
 
 def test_a_plateau_ends_at_the_first_meta_test_that_reaches_the_threshold():
