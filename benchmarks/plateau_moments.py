@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import command_line, write_outputs
-from benchmarks.plateaus import LAST, plateau_config
+from benchmarks.plateaus import LAST, meta_test_curve, plateau_config
 from benchmarks.task_transition import add_run_options
 from training.optim import make_optimizer
 from training.progress import read_records
@@ -57,12 +57,12 @@ def moments_at(cfg, trained: torch.nn.Module) -> dict:
     unused = rms == 0  # m = v = 0 there: no step whatever epsilon is
     rms = rms[~unused]
     log = read_records(cfg.out_dir)
-    evals = [r for r in log if "eval" in r and r["step"] <= step]
+    tests = [c for c in meta_test_curve(log) if c["step"] <= step]
     losses = [r["loss"] for r in log if "loss" in r and r["step"] <= step]
     return {
         "step": step,
         "loss": float(np.mean(losses[-3:])),
-        "acc": float(np.mean(evals[-1]["eval"]["mnist"]["acc"][-LAST:])) if evals else None,
+        "acc": tests[-1]["acc"] if tests else None,
         "device": str(next(trained.parameters()).device),
         "entries": int(rms.size),
         "entries_without_gradient": int(unused.sum()),

@@ -89,19 +89,23 @@ def measure(cfg: TrainConfig, left_at: float) -> dict:
     """Train (or resume) one run; its meta-test accuracy and training loss at every evaluation."""
     torch.set_num_threads(1)
     train(cfg)
-    log = read_records(cfg.out_dir)
-    loss = {r["step"]: r["loss"] for r in log if "loss" in r}
-    curve = [
-        {"step": r["step"], "acc": float(np.mean(r["eval"]["mnist"]["acc"][-LAST:])), "loss": loss.get(r["step"])}
-        for r in log
-        if "eval" in r
-    ]
+    curve = meta_test_curve(read_records(cfg.out_dir))
     return {
         "config": Path(cfg.out_dir).name,
         "steps": curve[-1]["step"],
         "plateau_steps": plateau_end(curve, left_at),
         "curve": curve,
     }
+
+
+def meta_test_curve(log: list[dict]) -> list[dict]:
+    """Each meta-test of a run's log: its step, MNIST accuracy of the last ``LAST`` positions and training loss."""
+    loss = {r["step"]: r["loss"] for r in log if "loss" in r}
+    return [
+        {"step": r["step"], "acc": float(np.mean(r["eval"]["mnist"]["acc"][-LAST:])), "loss": loss.get(r["step"])}
+        for r in log
+        if "eval" in r
+    ]
 
 
 def plateau_end(curve: list[dict], left_at: float) -> int | None:
