@@ -50,6 +50,8 @@ STUDIES = {
     "tasks": [{"num_tasks": k} for k in (2**14, 2**16, None)],
     "Adam epsilon": [{"adam_eps": e} for e in (1e-4, 1e-6, 1e-8, 1e-12, 1e-16)],
     "optimiser": [{}, {"optimizer": "sign_momentum", "lr": 1e-3}, {"optimizer": "sign_momentum", "lr": 1e-4}],
+    # Adam at the smaller steps of the sign of momentum: does the sign, or the step size, end the plateau?
+    "Adam learning rate": [{"lr": 3e-4}, {"lr": 1e-4}],
     "biased fraction": [{"biased_fraction": f} for f in (0.0, 0.3, 0.6, 0.9)],
 }
 

@@ -35,6 +35,7 @@ from benchmarks.task_transition import LAST, add_run_options, report, small_run_
 from training.config import TrainConfig  # noqa: E402
 from training.data import load_dataset  # noqa: E402
 from training.evaluate import meta_test  # noqa: E402
+from training.optim import OPTIMIZERS  # noqa: E402
 
 DATASETS = ("mnist", "fashion_mnist")
 GRID = [
@@ -71,12 +72,19 @@ def run_config(learner: str, kw: dict, args: argparse.Namespace) -> TrainConfig:
     if learner == "transformer":
         kw = {**kw, "max_len": args.length}
     return small_run_config(
-        args, name, length=args.length, learner=learner, learner_kwargs=kw, batch_size=args.batch_size
+        args,
+        name,
+        length=args.length,
+        learner=learner,
+        learner_kwargs=kw,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
     )
 
 
 def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
-    learner, dev, _, summary = trained(cfg)
+    learner, dev, log, summary = trained(cfg)
     input_dim = cfg.image_size**2  # one channel
     record = {
         "learner": cfg.learner,
@@ -84,6 +92,8 @@ def measure(cfg: TrainConfig, n_tasks: int, n_seqs: int) -> dict:
         "parameters": sum(p.numel() for p in learner.parameters()),
         "state": state_size(cfg.learner, cfg.learner_kwargs, input_dim, cfg.num_classes, cfg.length),
         **summary,
+        # when the run left the plateau, if it did: the logged training loss against the step
+        "loss_curve": [[r["step"], r["loss"]] for r in log if "loss" in r],
     }
     for name in DATASETS:
         x, y = load_dataset(name, "test", size=cfg.image_size, channels=1, device=dev)
@@ -97,14 +107,15 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         f"`{command}`",
         "",
         f"MNIST at {args.image_size} x {args.image_size}, sequences of {args.length}, {args.batch_size} per step, "
-        f"{args.steps} steps, biased permutations for the first {args.biased_steps}; meta-test {args.n_tasks} fresh "
+        f"{args.steps} steps, biased permutations for the first {args.biased_steps}, {args.optimizer} at lr "
+        f"{args.lr:g}; meta-test {args.n_tasks} fresh "
         f"tasks x {args.n_seqs} sequences. Accuracy (%) of the last {LAST} positions.",
         "",
-        "| learner | options | parameters | state | final loss | MNIST | FashionMNIST |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| learner | options | parameters | state | steps | final loss | MNIST | FashionMNIST |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
-        f"| {r['learner']} | {json.dumps(r['options'])} | {r['parameters']:,} | {r['state']:,} | "
+        f"| {r['learner']} | {json.dumps(r['options'])} | {r['parameters']:,} | {r['state']:,} | {r['steps']:,} | "
         f"{r['final_loss']:.3f} | {100 * r['mnist']:.1f} | {100 * r['fashion_mnist']:.1f} |"
         for r in records
     ]
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--learners", default="lstm,oplstm,vsml,transformer", help="a subset of the grid's learners")
     add_run_options(parser)
     parser.set_defaults(work_dir="runs/state_size")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the meta-optimiser of every run")
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--quick", action="store_true", help="smoke run: the smallest size of each learner, 10 steps")
     args = parser.parse_args(argv)
     chosen = args.learners.split(",")

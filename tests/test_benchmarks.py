@@ -507,6 +507,19 @@ def test_state_size_quick_trains_the_smallest_size_of_every_learner(tmp_path):
 
 
 @pytest.mark.usefixtures("mnist_and_another")
+def test_state_size_trains_with_the_optimiser_asked_for_and_records_its_loss_curve(tmp_path):
+    argv = ["--quick", "--learners", "lstm", "--optimizer", "sign_momentum", "--lr", "1e-4", "--jobs", "1"]
+    state_size.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    (run,) = (tmp_path / "runs").iterdir()
+    config = json.loads((run / "state" / "meta.json").read_text())["config"]  # the saved run's TrainConfig
+    assert (config["optimizer"], config["lr"]) == ("sign_momentum", 1e-4)
+    (record,) = json.loads((tmp_path / "state_size.json").read_text())["records"]
+    assert [step for step, _ in record["loss_curve"]] == list(range(1, 11))  # --quick: 10 steps, each logged
+    assert all(np.isfinite(loss) for _, loss in record["loss_curve"])
+    assert "sign_momentum at lr 0.0001" in (tmp_path / "state_size.md").read_text()
+
+
+@pytest.mark.usefixtures("mnist_and_another")
 def test_plateaus_trains_every_setting_from_every_seed(tmp_path):
     work = tmp_path / "runs"
     argv = ["--quick", "--jobs", "1", "--studies", "Adam epsilon", "--adam-eps", "1e-8,1e-16", "--seeds", "0,1"]
