@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated subset of the studies")
     parser.add_argument("--batch-sizes", help="the batch-size study's sizes, comma-separated (default 32,128,512)")
     parser.add_argument("--adam-eps", help="the Adam epsilon study's values, comma-separated (default 1e-4,...,1e-16)")
+    parser.add_argument("--adam-lrs", help="the Adam learning-rate study's values, comma-separated (default 3e-4,1e-4)")
     parser.add_argument("--seeds", default="0", help="seeds of every setting, comma-separated")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, tiny meta-tests")
     args = parser.parse_args(argv)
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         chosen["batch size"] = [{"batch_size": int(b)} for b in args.batch_sizes.split(",")]
     if args.adam_eps and "Adam epsilon" in chosen:
         chosen["Adam epsilon"] = [{"adam_eps": float(e)} for e in args.adam_eps.split(",")]
+    if args.adam_lrs and "Adam learning rate" in chosen:
+        chosen["Adam learning rate"] = [{"lr": float(lr)} for lr in args.adam_lrs.split(",")]
     command = command_line("benchmarks.plateaus", argv)
     records = run_studies(args, chosen, [int(s) for s in args.seeds.split(",")])
     report("plateaus", records, markdown(records, command, args), command, args, figure)

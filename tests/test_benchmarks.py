@@ -388,6 +388,17 @@ def test_bimodality_quick_trains_every_seed_of_every_k(tmp_path):
 
 
 @pytest.mark.usefixtures("mnist_and_another")
+def test_plateaus_adam_lrs_chooses_the_learning_rate_studys_settings(tmp_path):
+    argv = ["--quick", "--jobs", "1", "--studies", "Adam learning rate", "--adam-lrs", "3e-4"]
+    plateaus.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "plateaus.json").read_text())["records"]
+    assert [r["setting"] for r in records] == ["lr=0.0003"]
+    (run,) = (tmp_path / "runs").iterdir()
+    config = json.loads((run / "state" / "meta.json").read_text())["config"]
+    assert (config["optimizer"], config["lr"]) == ("adam", 3e-4)
+
+
+@pytest.mark.usefixtures("mnist_and_another")
 def test_plateaus_quick_shares_the_base_run_between_studies(tmp_path):
     work = tmp_path / "runs"
     argv = ["--quick", "--jobs", "1", "--studies", "batch size,biased fraction", "--work-dir", str(work)]
