@@ -36,6 +36,7 @@ from benchmarks import (
 )
 from training.learners import build_learner
 from training.maml_init import export_maml_init
+from training.state import read_meta
 
 TINY_GPICL = dict(max_len=100, d_model=16, n_layers=1, n_heads=2, head_dim=8, mlp_ratio=2)
 
@@ -394,7 +395,7 @@ def test_plateaus_adam_lrs_chooses_the_learning_rate_studys_settings(tmp_path):
     records = json.loads((tmp_path / "plateaus.json").read_text())["records"]
     assert [r["setting"] for r in records] == ["lr=0.0003"]
     (run,) = (tmp_path / "runs").iterdir()
-    config = json.loads((run / "state" / "meta.json").read_text())["config"]
+    config = read_meta(run / "state")["config"]
     assert (config["optimizer"], config["lr"]) == ("adam", 3e-4)
 
 
@@ -522,7 +523,7 @@ def test_state_size_trains_with_the_optimiser_asked_for_and_records_its_loss_cur
     argv = ["--quick", "--learners", "lstm", "--optimizer", "sign_momentum", "--lr", "1e-4", "--jobs", "1"]
     state_size.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
     (run,) = (tmp_path / "runs").iterdir()
-    config = json.loads((run / "state" / "meta.json").read_text())["config"]  # the saved run's TrainConfig
+    config = read_meta(run / "state")["config"]  # the saved run's TrainConfig
     assert (config["optimizer"], config["lr"]) == ("sign_momentum", 1e-4)
     (record,) = json.loads((tmp_path / "state_size.json").read_text())["records"]
     assert [step for step, _ in record["loss_curve"]] == list(range(1, 11))  # --quick: 10 steps, each logged
