@@ -3,6 +3,7 @@
     python -m benchmarks.table2                        # every method whose runs exist (CPU is enough)
     python -m benchmarks.table2 --gpicl-runs runs/s0,runs/s1 --maml-runs runs/maml
     python -m benchmarks.table2 --quick --out /tmp/t2  # smoke run (CI): 2 tasks x 4 sequences
+    python -m benchmarks.table2 --methods LSTM --lstm-runs runs/l0,runs/l1 --update  # one row anew
 
 Protocol (Kirsch et al., 2022, Table 2; :mod:`training.evaluate`): for each dataset,
 ``--n-tasks`` unseen tasks (a fresh random projection ``A ~ N(0, 1/N_in)`` of the
@@ -25,12 +26,16 @@ Methods:
   are mapped back through ``pi_e`` and the members' probabilities averaged.
 
 Writes ``table2.md`` and ``table2.json`` (with the accuracy at every position, which
-``benchmarks.curves`` plots) into ``--out``.
+``benchmarks.curves`` plots) into ``--out``. ``--methods`` evaluates some rows only; with
+``--update`` they replace their rows of the ``table2.json`` already in ``--out`` and the other
+rows are kept (the run folders of a row may live on another machine). Each row records the
+command that made it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -225,6 +230,20 @@ def run_method(method: Method, runs: list[Path], datasets: list[str], data: _Dat
     return result
 
 
+def previous_rows(path: Path, protocol: dict) -> dict:
+    """The rows of an earlier ``table2.json``, each with the command that made it; ValueError if its
+    protocol differs from ``protocol`` (rows of a table must see the same tasks and sequences)."""
+    if not path.exists():
+        raise FileNotFoundError(f"--update keeps the rows of {path}, which does not exist")
+    earlier = json.loads(path.read_text())
+    same = ("datasets", "n_tasks", "n_seqs", "length", "seed", "members")
+    differ = {k: (earlier["protocol"][k], protocol[k]) for k in same if earlier["protocol"][k] != protocol[k]}
+    if differ:
+        raise ValueError(f"--update: {path} was made with another protocol (earlier, now): {differ}")
+    made = {"command": earlier["protocol"]["command"], "device": earlier["protocol"].get("device", "cpu")}
+    return {name: {"made_by": made, **r} for name, r in earlier["results"].items()}
+
+
 def method_command(name: str) -> str:
     return next(m.train_command for m in METHODS if m.name == name)
 
@@ -285,9 +304,14 @@ def markdown(results: dict, protocol: dict) -> str:
         "",
         f"Protocol: {protocol['n_tasks']} unseen tasks (fresh projection and label permutation) x "
         f"{protocol['n_seqs']} sequences of {protocol['length']} test examples per dataset and run, "
-        f"task seed {protocol['seed']}; 95% CI over (run, task) pairs (normal approximation). "
-        f"Made by `{protocol['command']}` on {protocol.get('device', 'cpu')}.",
+        f"task seed {protocol['seed']}; 95% CI over (run, task) pairs (normal approximation). Made by:",
+        "",
     ]
+    rows_by_command: dict[tuple[str, str], list[str]] = {}
+    for name, r in results.items():
+        made = r.get("made_by", protocol)  # rows written before rows recorded their command share the protocol's
+        rows_by_command.setdefault((made["command"], made.get("device", "cpu")), []).append(name)
+    lines += [f"- {', '.join(names)}: `{command}` on {device}" for (command, device), names in rows_by_command.items()]
     return "\n".join(lines)
 
 
@@ -312,6 +336,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 tasks x 4 sequences, 2 ensemble members")
     parser.add_argument("--device", default="cpu", help="torch device of the evaluation (cuda autocasts to bf16)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--methods", default=",".join(m.name for m in METHODS), help="comma-separated rows to evaluate (default all)"
+    )
+    parser.add_argument("--update", action="store_true", help="keep the other rows of --out's table2.json")
     args = parser.parse_args(argv)
     # Flags given explicitly win over --quick, which wins over the full defaults.
     for key, full, quick in (("n_tasks", 16, 2), ("n_seqs", 16, 4), ("members", 8, 2)):
@@ -323,6 +351,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unknown datasets {sorted(unknown)}; expected some of {DATASETS}")
     if args.n_tasks < 2:
         parser.error("--n-tasks must be at least 2 (the confidence interval is over tasks)")
+    names = args.methods.split(",")
+    unknown = set(names) - {m.name for m in METHODS}
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; expected some of {[m.name for m in METHODS]}")
 
     command = command_line("benchmarks.table2", argv)
     protocol = {
@@ -336,12 +368,15 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "ci": "95% normal approximation over (run, task) pairs",
     }
+    kept = previous_rows(args.out / "table2.json", protocol) if args.update else {}
     data, loaded = _Data(torch.device(args.device)), {}
-    results = {}
-    for method in METHODS:
+    new = {}
+    for method in (m for m in METHODS if m.name in names):
         runs = [Path(p) for p in getattr(args, method.runs_flag).split(",") if p] if method.runs_flag else []
-        results[method.name] = run_method(method, runs, datasets, data, args, loaded)
-        print(f"{method.name}: {results[method.name]['status']}", flush=True)
+        new[method.name] = run_method(method, runs, datasets, data, args, loaded)
+        new[method.name]["made_by"] = {"command": protocol["command"], "device": args.device}
+        print(f"{method.name}: {new[method.name]['status']}", flush=True)
+    results = {m.name: new.get(m.name, kept.get(m.name)) for m in METHODS if m.name in new or m.name in kept}
     text = markdown(results, protocol)
     write_outputs(args.out, "table2", text, {"protocol": protocol, "results": results})
     print(text)

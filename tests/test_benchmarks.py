@@ -100,6 +100,25 @@ def test_table2_refuses_a_run_of_the_wrong_learner(runs, tmp_path):
         table2.main(["--quick", "--datasets", "random", "--out", str(tmp_path), "--gpicl-runs", str(runs["maml"])])
 
 
+def test_table2_update_replaces_the_rows_asked_for_and_keeps_the_others(table2_out, runs, tmp_path):
+    shutil.copy(table2_out / "table2.json", tmp_path / "table2.json")
+    before = json.loads((tmp_path / "table2.json").read_text())["results"]
+    common = ["--quick", "--datasets", "random", "--image-size", "4", "--channels", "1", "--out", str(tmp_path)]
+    table2.main([*common, "--methods", "MAML", "--update", "--maml-runs", f"{runs['maml']},{runs['missing']}"])
+    after = json.loads((tmp_path / "table2.json").read_text())["results"]
+    assert list(after) == list(before)
+    assert after["MAML"]["missing_runs"] == [str(runs["missing"])]
+    assert "--methods MAML --update" in after["MAML"]["made_by"]["command"]
+    first = json.loads((table2_out / "table2.json").read_text())["protocol"]["command"]
+    assert after["SGD"]["made_by"]["command"] == first
+    assert after["SGD"]["datasets"] == before["SGD"]["datasets"]
+    md = (tmp_path / "table2.md").read_text()
+    assert f"- MAML: `{after['MAML']['made_by']['command']}` on cpu" in md
+    assert f"`{first}` on cpu" in md and "| GPICL Transformer | " in md
+    with pytest.raises(ValueError, match="another protocol"):
+        table2.main([*common, "--n-seqs", "3", "--methods", "MAML", "--update", "--maml-runs", str(runs["maml"])])
+
+
 def test_ensemble_un_permutes_labels():
     """A learner that always puts all mass on slot 0 predicts, through member e, class pi_e^-1(0)."""
 

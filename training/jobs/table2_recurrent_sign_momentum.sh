@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Table 2's LSTM and outer-product LSTM rows (paper A.3 learners at the paper's 32x32x3 inputs,
+# 512 sequences per step), 3 seeds each, meta-trained with the sign of momentum at lr 1e-4: with
+# Adam at 1e-3 all six stayed on the loss plateau for 5,000 steps, and the sign of momentum took
+# the state-size study's LSTMs off it (benchmarks/results/state_size_sign_momentum/). Six runs at
+# once on one GPU, each step one CUDA-graph replay. A call stopped by MINUTES resumes its runs on
+# the same machine (runs/); the logs and metrics go to $OUT.
+# Data: python training/jobs/data_cache.py ../shared/datasets data_cache mnist/train
+#
+# EVAL=1, in a call of its own on the same machine, meta-tests the two rows into a copy of
+# benchmarks/results/table2.json in $OUT/table2 (the other rows kept). Its data root holds the
+# full test splits (the training root and CIFAR10's test split do not fit one call's 64 MiB):
+# python training/jobs/data_cache.py ../shared/datasets data_eval mnist/test fashion_mnist/test cifar10/test
+set -u
+export PYTHONUNBUFFERED=1
+if [ "${EVAL:-0}" = 1 ]; then
+  export GPICL_DATA_ROOT=$PWD/data_eval
+  mkdir -p "$OUT/table2" && cp benchmarks/results/table2.json "$OUT/table2/"
+  runs() { ls -d runs/t2_$1_s? | paste -sd, -; }
+  python -m benchmarks.table2 --device cuda --methods "LSTM,Outer-product LSTM" --update \
+    --lstm-runs "$(runs lstm)" --oplstm-runs "$(runs oplstm)" --out "$OUT/table2" | tail -n 25
+  exit
+fi
+export GPICL_DATA_ROOT=$PWD/data_cache
+mkdir -p runs
+OPTS="--config training/configs/default.json --optimizer sign_momentum --lr 1e-4 --lr-schedule constant
+  --compile false --cuda-graph true --steps ${STEPS:-50000} --max-minutes ${MINUTES:-8}
+  --eval-datasets null --ckpt-every 1000000"
+for learner in lstm oplstm; do
+  for seed in 0 1 2; do
+    python -m training.train $OPTS --learner $learner --seed $seed --out-dir runs/t2_${learner}_s$seed \
+      > runs/t2_${learner}_s$seed.log 2>&1 &
+  done
+done
+wait
+for f in runs/t2_*lstm_s?.log; do echo "== $f"; tail -n 2 "$f"; done
+tar czf "$OUT/table2_recurrent_logs.tar.gz" runs/t2_*lstm_s?.log runs/t2_*lstm_s?/metrics.jsonl
