@@ -309,8 +309,8 @@ def markdown(results: dict, protocol: dict) -> str:
     ]
     rows_by_command: dict[tuple[str, str], list[str]] = {}
     for name, r in results.items():
-        made = r.get("made_by", protocol)  # rows written before rows recorded their command share the protocol's
-        rows_by_command.setdefault((made["command"], made.get("device", "cpu")), []).append(name)
+        made = r["made_by"]
+        rows_by_command.setdefault((made["command"], made["device"]), []).append(name)
     lines += [f"- {', '.join(names)}: `{command}` on {device}" for (command, device), names in rows_by_command.items()]
     return "\n".join(lines)
 
@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> dict:
         new[method.name] = run_method(method, runs, datasets, data, args, loaded)
         new[method.name]["made_by"] = {"command": protocol["command"], "device": args.device}
         print(f"{method.name}: {new[method.name]['status']}", flush=True)
-    results = {m.name: new.get(m.name, kept.get(m.name)) for m in METHODS if m.name in new or m.name in kept}
+    merged = kept | new
+    results = {m.name: merged[m.name] for m in METHODS if m.name in merged}  # in the table's order
     text = markdown(results, protocol)
     write_outputs(args.out, "table2", text, {"protocol": protocol, "results": results})
     print(text)

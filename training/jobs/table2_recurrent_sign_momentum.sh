@@ -3,8 +3,8 @@
 # 512 sequences per step), 3 seeds each, meta-trained with the sign of momentum: with Adam at 1e-3
 # all six stayed on the loss plateau for 5,000 steps, and the sign of momentum at lr 1e-4 took the
 # state-size study's LSTMs off it (benchmarks/results/state_size_sign_momentum/). lr 3e-4: in a CPU
-# pilot (LSTM 64 at 8x8, 128 sequences, biased permutations for 1,000 steps) it was off the
-# plateau by 20,000 steps (loss 2.278), where lr 1e-4 was still at 2.303 at 21,000. Six runs at
+# pilot (LSTM 64 at 8x8, 128 sequences, biased permutations for 1,000 steps; training/RUNS.md) it
+# left the plateau at 17,000 steps against 36,000 for lr 1e-4 and 23,000 for 1e-3. Six runs at
 # once on one GPU, each step one CUDA-graph replay. A call stopped by MINUTES resumes its runs on
 # the same machine (runs/); the logs and metrics go to $OUT. LEARNERS and SEEDS choose fewer runs.
 # Data: python training/jobs/data_cache.py ../shared/datasets data_cache mnist/train
