@@ -171,3 +171,23 @@ def test_bad_input_shapes_are_clear_errors(name):
         model(x, y[:, :-1])
     with pytest.raises(ValueError, match="int64"):
         model(x, y.float())
+
+
+def test_vsml_is_one_lstm_per_weight_with_the_documented_messages():
+    """VSML's fused pass equals its definition stepped by hand: at step i the LSTM of weight
+    (j, c) reads (x_ij, onehot(y_{i-1})_c), and logit c sums w . h_ijc over j, over sqrt(D)."""
+    model = tiny("vsml")
+    x, y = batch()
+    lstm, n = model.cell, model.cfg.state_size
+    w_ih, w_hh, bias = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+    prev = torch.cat([torch.zeros(B, 1, C), F.one_hot(y[:, :-1], C).float()], dim=1)
+    h = s = torch.zeros(B, D, C, n)
+    expected = []
+    for i in range(L):
+        msg = torch.stack(torch.broadcast_tensors(x[:, i, :, None], prev[:, i, None, :]), dim=-1)
+        gi, gf, gg, go = (msg @ w_ih.T + h @ w_hh.T + bias).chunk(4, dim=-1)
+        s = torch.sigmoid(gf) * s + torch.sigmoid(gi) * torch.tanh(gg)
+        h = torch.sigmoid(go) * torch.tanh(s)
+        expected.append((h @ model.out.weight[0]).sum(dim=1) / D**0.5 + model.out.bias)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, y), torch.stack(expected, dim=1))
