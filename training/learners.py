@@ -203,9 +203,8 @@ class VSMLLearner(nn.Module):
     The :math:`1/\sqrt{D}` keeps the logits of order one at any input width ``D``.
 
     The messages do not depend on the layer's outputs, so all ``B * D * C`` LSTMs run as one
-    batch through one fused ``nn.LSTM`` call over the whole sequence (cuDNN on a GPU), not a
-    Python loop of cell steps: a few large kernels per step of the sequence instead of a
-    dozen small ones, and no per-step autograd graph.
+    batch through one ``nn.LSTM`` call over the whole sequence (cuDNN on a GPU) rather than a
+    Python loop of cell steps, each with its own kernels and autograd nodes.
 
     Cost: time and activation memory are ``O(B L D C N)``: the LSTMs' states are kept for
     every step, ``L * D * C * N`` floats per sequence for the outputs alone (0.2 GB at
