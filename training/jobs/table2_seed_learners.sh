@@ -22,12 +22,19 @@
 # python training/jobs/data_cache.py ../shared/datasets data_eval mnist/test fashion_mnist/test cifar10/test
 set -u
 export PYTHONUNBUFFERED=1
+# Each learner's Table 2 row name and training recipe (on top of OPTS below).
+declare -A METHOD=([lstm]="LSTM" [oplstm]="Outer-product LSTM" [vsml]="VSML")
+SIGN_MOMENTUM="--optimizer sign_momentum --lr 3e-4 --lr-schedule constant --biased-steps 10000"
+declare -A RECIPE=([lstm]=$SIGN_MOMENTUM [oplstm]=$SIGN_MOMENTUM [vsml]="--batch-size 8")
+for learner in ${LEARNERS:-lstm}; do
+  [ -n "${METHOD[$learner]:-}" ] || { echo "LEARNERS: lstm, oplstm or vsml, not $learner" >&2; exit 2; }
+done
 if [ "${EVAL:-0}" = 1 ]; then
   export GPICL_DATA_ROOT=$PWD/data_eval
   mkdir -p "$OUT/table2" && cp benchmarks/results/table2.json "$OUT/table2/"
   methods=() rows=()
   for learner in ${LEARNERS:-lstm}; do
-    case $learner in lstm) methods+=("LSTM") ;; oplstm) methods+=("Outer-product LSTM") ;; vsml) methods+=("VSML") ;; esac
+    methods+=("${METHOD[$learner]}")
     rows+=(--${learner}-runs "$(ls -d runs/t2_${learner}_s? | paste -sd, -)")
   done
   python -m benchmarks.table2 --device cuda --methods "$(IFS=,; echo "${methods[*]}")" --update \
@@ -39,13 +46,8 @@ mkdir -p runs
 OPTS="--config training/configs/default.json --compile false --cuda-graph true --steps ${STEPS:-50000}
   --max-minutes ${MINUTES:-8} --eval-datasets null --ckpt-every 1000000"
 for learner in ${LEARNERS:-lstm}; do
-  case $learner in
-    lstm | oplstm) RECIPE="--optimizer sign_momentum --lr 3e-4 --lr-schedule constant --biased-steps 10000" ;;
-    vsml) RECIPE="--batch-size 8" ;;
-    *) echo "LEARNERS: lstm, oplstm or vsml, not $learner" >&2; exit 2 ;;
-  esac
   for seed in ${SEEDS:-0 1 2}; do
-    python -m training.train $OPTS $RECIPE --learner $learner --seed $seed --out-dir runs/t2_${learner}_s$seed \
+    python -m training.train $OPTS ${RECIPE[$learner]} --learner $learner --seed $seed --out-dir runs/t2_${learner}_s$seed \
       > runs/t2_${learner}_s$seed.log 2>&1 &
   done
 done
