@@ -158,3 +158,29 @@ def test_an_unmarked_tmp_is_never_trusted(tmp_path):
     assert find_state(directory) is None
     with pytest.raises(FileNotFoundError, match="no complete training state"):
         read_meta(directory)
+
+
+def test_a_carried_copy_keeps_the_step_and_rng_and_the_weights_in_fp16_without_the_moments(tmp_path):
+    save(tmp_path / "state", step=3)
+    with torch.no_grad():  # weights fp16 cannot hold exactly, so the test sees the rounding
+        saved = torch.nn.Linear(3, 2)
+        load_state(tmp_path / "state", saved, optimizer=None)
+    carried = state.carry_copy(tmp_path / "state", tmp_path / "carried" / "state")
+    tensors = {}
+    for shard in sorted(carried.glob("state-*.safetensors")):
+        tensors.update(state.load_file(shard))
+    assert sorted(tensors) == ["model.bias", "model.weight"]  # the Adam moments are dropped
+    assert all(t.dtype == torch.float16 for t in tensors.values())
+    original, copy = read_meta(tmp_path / "state"), read_meta(carried)
+    assert copy["optimizer"] is None
+    assert {k: copy[k] for k in ("step", "rng_states", "config")} == {
+        k: original[k] for k in ("step", "rng_states", "config")
+    }
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    step, rng = load_state(carried, model, optimizer)
+    assert step == 3 and len(rng) == 1 and optimizer.state_dict()["state"] == {}  # starts afresh
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32
+        assert torch.equal(value, saved.state_dict()[name].half().float())

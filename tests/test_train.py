@@ -550,3 +550,32 @@ def test_folded_training_updates_the_weights_and_needs_infinite_tasks(env_root, 
     assert all(torch.isfinite(v).all() for v in after.state_dict().values())
     with pytest.raises(ValueError, match="K = infinity"):
         train(tiny_config(tmp_path / "finite", steps=3, fold_projection=True, num_tasks=4))
+
+
+def test_a_run_resumed_from_a_carried_copy_continues_at_its_step_on_its_batches(env_root, tmp_path, monkeypatch):
+    from training.state import carry_copy
+
+    drawn: dict[str, list] = {"whole": [], "carried": []}
+    original, which = TaskSampler.sample, "whole"
+
+    def recording_sample(self, batch_size):
+        x, y = original(self, batch_size)
+        drawn[which].append((self.cfg.biased_fraction, x.clone(), y.clone()))
+        return x, y
+
+    monkeypatch.setattr(TaskSampler, "sample", recording_sample)
+    lstm = dict(learner="lstm", learner_kwargs={"hidden_size": 8}, optimizer="sign_momentum")
+    lstm.update(biased_fraction=0.5, biased_steps=6, lr_schedule="constant")
+    train(tiny_config(tmp_path / "whole", steps=8, **lstm))
+    which = "carried"
+    train(tiny_config(tmp_path / "first", steps=8, max_minutes=0.0, **lstm))  # stops at step 4
+    carry_copy(tmp_path / "first" / "state", tmp_path / "carried" / "state")
+    drawn["carried"] = []
+    train(tiny_config(tmp_path / "carried", steps=8, **lstm))
+
+    assert read_meta(tmp_path / "carried" / "state")["step"] == 8
+    losses = [r["step"] for r in records(tmp_path / "carried") if "loss" in r]
+    assert losses == [8]  # continued from step 4, not restarted
+    assert read_meta(tmp_path / "carried" / "state")["optimizer"] is not None  # the moments are saved again
+    for (fa, xa, ya), (fb, xb, yb) in zip(drawn["whole"][4:8], drawn["carried"][:4], strict=True):
+        assert fa == fb and torch.equal(xa, xb) and torch.equal(ya, yb)  # the biased phase and data stream held

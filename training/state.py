@@ -11,6 +11,9 @@ folder. Whatever instant a save is killed at, one complete state survives: the p
 one (``<dir>`` or ``<dir>.old``) or the new one (``<dir>.tmp`` once complete, or ``<dir>``).
 :func:`find_state` picks the complete one with the highest step, and the next save first
 moves that one back to ``<dir>`` before it clears anything.
+
+:func:`carry_copy` (``python -m training.state STATE DEST``) writes the part of a state that a
+run needs on another machine: fp16 weights, step, RNG and config, without the optimiser moments.
 """
 
 from __future__ import annotations
@@ -199,10 +202,51 @@ def load_state(
     for shard in shards:
         tensors.update(load_file(shard))
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_sd)
-    if optimizer is not None:
-        om = meta["optimizer"]
+    model.load_state_dict(model_sd)  # copies into the model's own dtypes (a carried copy is fp16)
+    om = meta["optimizer"]
+    if optimizer is not None and om is not None:  # a carried copy has none: the optimiser starts afresh
         state = {int(i): {key: tensors[f"optim.{i}.{key}"] for key in keys} for i, keys in om["state_keys"].items()}
         optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
     rng = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in meta["rng_states"]]
     return meta["step"], rng
+
+
+def carry_copy(directory: str | Path, dest: str | Path) -> Path:
+    """Write a copy of the newest complete state in ``directory`` to ``dest``, small enough to
+    travel between machines; returns ``dest``.
+
+    The copy keeps the step, RNG states and config, the model's floating-point weights in fp16,
+    and drops the optimiser's moments (two more copies of the weights, in fp32, for Adam):
+    resuming from it continues the run at its step, on its data stream, with the optimiser
+    started afresh. A run that outlives the machine it trains on is carried this way (a
+    device call brings back files of at most 16 MiB, and sends at most 64 MiB).
+    """
+    found, dest = _located(directory), Path(dest)
+    meta = json.loads((found / META_NAME).read_text())
+    tensors: dict[str, Tensor] = {}
+    for shard in meta["shards"]:
+        tensors.update(load_file(found / shard))
+    weights = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items() if k.startswith("model.")}
+    shards = _shards(weights)
+    names = [f"state-{i:02d}-of-{len(shards):02d}.safetensors" for i in range(len(shards))]
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for name, shard in zip(names, shards, strict=True):
+        save_file(shard, dest / name)
+    meta.update(optimizer=None, shards=names)
+    (dest / META_NAME).write_text(json.dumps(meta, indent=1))
+    (dest / COMPLETE_NAME).write_text(f"{meta['step']}\n")
+    return dest
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Write a run's state as a carried copy (fp16 weights, no optimiser moments): "
+        "python -m training.state runs/a/state carried/a/state"
+    )
+    parser.add_argument("state", help="a run's state folder (<out_dir>/state)")
+    parser.add_argument("dest", help="the folder to write the copy to")
+    args = parser.parse_args()
+    print(carry_copy(args.state, args.dest))

@@ -8,7 +8,8 @@ sequences (per process) of ``L`` examples under fresh tasks, computes the cross-
 of every prediction of every prefix (paper Eq. 2) and updates the meta-parameters. The
 run checkpoints every ``ckpt_every`` steps and when ``max_minutes`` is up, and resumes
 exactly from ``<out_dir>/state`` (weights, optimiser moments, RNG = data position,
-step), so a long run proceeds across many short jobs. Metrics go to
+step), so a long run proceeds across many short jobs; between machines it travels as a carried
+copy of that state (``python -m training.state``: fp16 weights, no optimiser moments). Metrics go to
 ``<out_dir>/metrics.jsonl``.
 """
 
@@ -167,7 +168,8 @@ def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, gen
             load_weights(learner, load_checkpoint(cfg.init_from).model)  # a deeper learner grows (training/grow.py)
         step = 0
     else:
-        saved = read_meta(found)["config"]
+        meta = read_meta(found)
+        saved = meta["config"]
         if saved["world_size"] != procs.world:
             raise ValueError(f"{found} was written by {saved['world_size']} processes; resume with as many")
         changes = resume_changes(saved, cfg)
@@ -179,7 +181,8 @@ def _start(cfg: TrainConfig, state_dir: Path, learner: nn.Module, optimizer, gen
             for group in optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), device=procs.device)
         if procs.is_main:
-            print(f"resumed from {found} at step {step}", flush=True)
+            fresh = " (a carried copy: fp16 weights, the optimiser started afresh)" if meta["optimizer"] is None else ""
+            print(f"resumed from {found} at step {step}{fresh}", flush=True)
             if changes:
                 warnings.warn(f"resuming {found} with changed settings: {describe_changes(changes)}", stacklevel=3)
     if procs.is_main:  # records a killed run wrote after its last checkpoint are written again

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Table 2's seed-learner rows (paper A.3 learners at the paper's 32x32x3 inputs), 3 seeds of one
 # learner per call on one GPU: LEARNERS=lstm (the default), oplstm or vsml. A call stopped by
-# MINUTES resumes its runs on the same machine (runs/); the logs and metrics go to $OUT. SEEDS
-# chooses seeds. One learner at a time: six LSTM runs ran out of the GPU's 80 GB, and at about 85
-# run-steps/s in all both LSTM learners need more steps than one session's device time
-# (training/RUNS.md).
+# MINUTES resumes its runs on the same machine (runs/), or on a fresh one from the carried copies
+# it brings back (below); the logs and metrics go to $OUT. SEEDS chooses seeds. One learner at a
+# time: six LSTM runs ran out of the GPU's 80 GB, and at about 85 run-steps/s in all both LSTM
+# learners need more steps than one session's device time (training/RUNS.md).
 #
 # LSTM and outer-product LSTM: 512 sequences per step, the sign of momentum at lr 3e-4 (with Adam
 # at 1e-3 all six stayed on the loss plateau for 5,000 steps; in a CPU pilot, LSTM 64 at 8x8 with
@@ -54,3 +54,13 @@ done
 wait
 for f in runs/t2_*_s?.log; do echo "== $f"; tail -n 2 "$f"; done
 tar czf "$OUT/table2_seed_learner_logs.tar.gz" runs/t2_*_s?.log runs/t2_*_s?/metrics.jsonl
+# Each run also comes back as a carried copy (fp16 weights, no optimiser moments, one file of
+# < 16 MiB) that a later session resumes on a fresh machine: tar -xf t2_lstm_s0.tar -C runs, then
+# carry runs/t2_lstm_s0 (and data_cache) to the same call as before.
+mkdir -p "$OUT/carried"
+for run in runs/t2_*_s?/; do
+  name=$(basename "$run") && rm -rf "runs/carried/$name" && mkdir -p "runs/carried/$name"
+  python -m training.state "$run/state" "runs/carried/$name/state" > /dev/null
+  cp "$run/metrics.jsonl" "runs/carried/$name/"
+  tar cf "$OUT/carried/$name.tar" -C runs/carried "$name"
+done
