@@ -58,9 +58,11 @@ tar czf "$OUT/table2_seed_learner_logs.tar.gz" runs/t2_*_s?.log runs/t2_*_s?/met
 # < 16 MiB) that a later session resumes on a fresh machine: tar -xf t2_lstm_s0.tar -C runs, then
 # carry runs/t2_lstm_s0 (and data_cache) to the same call as before.
 mkdir -p "$OUT/carried"
-for run in runs/t2_*_s?/; do
-  name=$(basename "$run") && rm -rf "runs/carried/$name" && mkdir -p "runs/carried/$name"
-  python -m training.state "$run/state" "runs/carried/$name/state" > /dev/null
-  cp "$run/metrics.jsonl" "runs/carried/$name/"
-  tar cf "$OUT/carried/$name.tar" -C runs/carried "$name"
+for learner in ${LEARNERS:-lstm}; do  # this call's runs only: $OUT holds at most 8 files
+  for seed in ${SEEDS:-0 1 2}; do
+    name=t2_${learner}_s$seed && rm -rf "runs/carried/$name" && mkdir -p "runs/carried/$name"
+    python -m training.state "runs/$name/state" "runs/carried/$name/state" > /dev/null
+    cp "runs/$name/metrics.jsonl" "runs/carried/$name/"
+    tar cf "$OUT/carried/$name.tar" -C runs/carried "$name"
+  done
 done
