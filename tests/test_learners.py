@@ -174,12 +174,12 @@ def test_bad_input_shapes_are_clear_errors(name):
 
 
 def test_vsml_is_one_lstm_per_weight_with_the_documented_messages():
-    """VSML's fused pass equals its definition stepped by hand: at step i the LSTM of weight
+    """VSML's forward pass equals its definition stepped by hand: at step i the LSTM of weight
     (j, c) reads (x_ij, onehot(y_{i-1})_c), and logit c sums w . h_ijc over j, over sqrt(D)."""
     model = tiny("vsml")
     x, y = batch()
     lstm, n = model.cell, model.cfg.state_size
-    w_ih, w_hh, bias = lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0 + lstm.bias_hh_l0
+    w_ih, w_hh, bias = lstm.weight_ih, lstm.weight_hh, lstm.bias_ih + lstm.bias_hh
     prev = torch.cat([torch.zeros(B, 1, C), F.one_hot(y[:, :-1], C).float()], dim=1)
     h = s = torch.zeros(B, D, C, n)
     expected = []
@@ -191,3 +191,16 @@ def test_vsml_is_one_lstm_per_weight_with_the_documented_messages():
         expected.append((h @ model.out.weight[0]).sum(dim=1) / D**0.5 + model.out.bias)
     with torch.no_grad():
         torch.testing.assert_close(model(x, y), torch.stack(expected, dim=1))
+
+
+@pytest.mark.parametrize("name", ["lstm", "oplstm"])
+def test_the_lstms_read_inputs_at_the_norm_of_a_64_feature_input(name):
+    """x enters the LSTM as x * sqrt(64 / D), next to an unscaled one-hot of the last label:
+    the gates' statistics of a 64-feature input at any input width D."""
+    model = tiny(name)
+    x, y = batch()
+    seen = []
+    model.lstm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model(x, y)
+    prev = torch.cat([torch.zeros(B, 1, C), F.one_hot(y[:, :-1], C).float()], dim=1)
+    torch.testing.assert_close(seen[0], torch.cat([x * (64 / D) ** 0.5, prev], dim=-1))

@@ -184,3 +184,18 @@ def test_a_carried_copy_keeps_the_step_and_rng_and_the_weights_in_fp16_without_t
     for name, value in model.state_dict().items():
         assert value.dtype == torch.float32
         assert torch.equal(value, saved.state_dict()[name].half().float())
+
+
+CARRIED = sorted((Path(__file__).parents[1] / "training" / "carried").glob("*/state"))
+
+
+@pytest.mark.parametrize("found", CARRIED, ids=[p.parent.name for p in CARRIED])
+def test_every_committed_carried_copy_loads_into_the_learner_its_config_names(found):
+    """training/jobs/table2_seed_learners.sh resumes these: their weights must fit today's learners."""
+    from training.learners import build_learner
+
+    cfg = read_meta(found)["config"]
+    learner = build_learner(cfg["learner"], cfg["input_dim"], cfg["num_classes"], **cfg["learner_kwargs"])
+    step, _ = load_state(found, learner, None)
+    assert step == read_meta(found)["step"] > 0
+    assert all(torch.isfinite(p).all() for p in learner.parameters())

@@ -55,6 +55,23 @@ def _tokens(x: Tensor, y: Tensor, input_dim: int, num_classes: int) -> Tensor:
 
 # --- LSTM ----------------------------------------------------------------------------------
 
+# The width whose input statistics the LSTM learners read at any input width (below).
+LSTM_INPUT_WIDTH = 64
+
+
+def _lstm_tokens(x: Tensor, y: Tensor, input_dim: int, num_classes: int) -> Tensor:
+    r"""``concat(x_i \sqrt{64 / D}, onehot(y_{i-1}))``: :func:`_tokens` with ``x`` rescaled.
+
+    A gate's pre-activation under ``nn.LSTM``'s default initialisation has variance
+    :math:`\lVert t_i \rVert^2 / (3H)`; with ``D`` projected features of unit variance
+    that grows with ``D``, and the label's one-hot, of norm 1, is a ``1 / \sqrt D`` part of
+    the token. Rescaled, ``x`` has the norm of a 64-feature input at any ``D``: the width at
+    which both LSTMs were seen to leave the loss plateau. At 3072-d the outer-product LSTM
+    left it by 2,000 steps this way and not in 14,500 without; ``x / \sqrt D`` (norm 1) kept
+    the plain LSTM on it (``training/RUNS.md``).
+    """
+    return _tokens(x * math.sqrt(LSTM_INPUT_WIDTH / input_dim), y, input_dim, num_classes)
+
 
 @dataclass(frozen=True)
 class LSTMConfig:
@@ -70,7 +87,7 @@ class LSTMConfig:
 
 
 class LSTMLearner(nn.Module):
-    """``h_i = LSTM(t_i, h_{i-1})``, ``logits_i = W h_i + b``."""
+    """``h_i = LSTM(t_i, h_{i-1})``, ``logits_i = W h_i + b``, tokens as :func:`_lstm_tokens`."""
 
     def __init__(self, cfg: LSTMConfig):
         super().__init__()
@@ -79,7 +96,7 @@ class LSTMLearner(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, cfg.num_classes)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        h, _ = self.lstm(_tokens(x, y, self.cfg.input_dim, self.cfg.num_classes))
+        h, _ = self.lstm(_lstm_tokens(x, y, self.cfg.input_dim, self.cfg.num_classes))
         return self.head(h)
 
 
@@ -114,7 +131,7 @@ class OuterProductLSTMLearner(nn.Module):
     is the same quantity computed for all positions at once with a causal mask, which costs
     ``O(L^2 (d_k + d_v))`` per sequence instead of ``O(L d_k d_v)`` of sequential memory.
     The memory is written from and read into the output path; the LSTM itself runs as one
-    fused ``nn.LSTM`` call.
+    fused ``nn.LSTM`` call over the tokens of :func:`_lstm_tokens`.
     """
 
     def __init__(self, cfg: OuterProductLSTMConfig):
@@ -125,7 +142,7 @@ class OuterProductLSTMLearner(nn.Module):
         self.head = nn.Linear(cfg.hidden_size + cfg.value_size, cfg.num_classes)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        h, _ = self.lstm(_tokens(x, y, self.cfg.input_dim, self.cfg.num_classes))
+        h, _ = self.lstm(_lstm_tokens(x, y, self.cfg.input_dim, self.cfg.num_classes))
         dk, dv = self.cfg.key_size, self.cfg.value_size
         k, q, v, beta = self.kqvb(h).split([dk, dk, dv, 1], dim=-1)
         # Unit-norm keys/queries keep every read bounded by the sum of written values.
@@ -202,21 +219,22 @@ class VSMLLearner(nn.Module):
 
     The :math:`1/\sqrt{D}` keeps the logits of order one at any input width ``D``.
 
-    The messages do not depend on the layer's outputs, so all ``B * D * C`` LSTMs run as one
-    batch through one ``nn.LSTM`` call over the whole sequence (cuDNN on a GPU) rather than a
-    Python loop of cell steps, each with its own kernels and autograd nodes.
+    The LSTMs step through the sequence as a loop of ``LSTMCell`` calls, each over all
+    ``B * D * C`` of them at once. Under a CUDA graph (``--cuda-graph true``) the loop's
+    launches cost nothing, and on one H100 at ``D=3072``, batch 8, it makes 27.3 steps/s in
+    13 GB, where one fused ``nn.LSTM`` call over the whole sequence (cuDNN, 245,760 sequences
+    of state 16) made 3.7 steps/s in 39 GB (``training/RUNS.md``).
 
-    Cost: time and activation memory are ``O(B L D C N)``: the LSTMs' states are kept for
-    every step, ``L * D * C * N`` floats per sequence for the outputs alone (0.2 GB at
-    ``L=100, D=3072, C=10, N=16`` in float32) and a few times that with the gates kept for the
-    backward pass. Train it on small ``D`` (a random projection of the inputs), short
-    sequences or small batches.
+    Cost: time and activation memory are ``O(B L D C N)``; with autograd the memory per
+    sequence is roughly ``L * D * C * 12 N`` floats (gates and states kept per step), i.e.
+    about 2.4 GB for ``L=100, D=3072, C=10, N=16``. Train it on small ``D`` (a random
+    projection of the inputs), short sequences or small batches.
     """
 
     def __init__(self, cfg: VSMLConfig):
         super().__init__()
         self.cfg = cfg
-        self.cell = nn.LSTM(2, cfg.state_size, batch_first=True)  # inputs: forward and backward message
+        self.cell = nn.LSTMCell(2, cfg.state_size)  # inputs: forward and backward message
         self.out = nn.Linear(cfg.state_size, 1)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -224,11 +242,15 @@ class VSMLLearner(nn.Module):
         tokens = _tokens(x, y, d, c)
         batch, length = y.shape
         fwd, bwd = tokens[..., :d], tokens[..., d:]  # x_i and onehot(y_{i-1})
-        shape = (batch, length, d, c)
-        msg = torch.stack([fwd[..., None].expand(shape), bwd[:, :, None, :].expand(shape)], dim=-1)
-        h, _ = self.cell(msg.permute(0, 2, 3, 1, 4).reshape(batch * d * c, length, 2))  # (B D C, L, N)
-        summed = (h.view(batch, d, c, length, n) @ self.out.weight[0]).sum(dim=1)  # (B, C, L)
-        return summed.transpose(1, 2) / math.sqrt(d) + self.out.bias
+        h = x.new_zeros(batch * d * c, n)
+        s = x.new_zeros(batch * d * c, n)
+        logits = []
+        for i in range(length):
+            msg = torch.stack([fwd[:, i, :, None].expand(batch, d, c), bwd[:, i, None, :].expand(batch, d, c)], dim=-1)
+            h, s = self.cell(msg.reshape(batch * d * c, 2), (h, s))
+            summed = (h.view(batch, d, c, n) @ self.out.weight[0]).sum(dim=1)  # (B, C)
+            logits.append(summed / math.sqrt(d) + self.out.bias)
+        return torch.stack(logits, dim=1)
 
 
 # --- registry ------------------------------------------------------------------------------

@@ -6,12 +6,14 @@
 # time: six LSTM runs ran out of the GPU's 80 GB, and at about 85 run-steps/s in all both LSTM
 # learners need more steps than one session's device time (training/RUNS.md).
 #
-# LSTM and outer-product LSTM: 512 sequences per step, the sign of momentum at lr 3e-4 (with Adam
+# LSTM and outer-product LSTM (their inputs' x read at the scale of 64 features, training/learners.py):
+# 512 sequences per step, the sign of momentum at lr 3e-4 (with Adam
 # at 1e-3 all six stayed on the loss plateau for 5,000 steps; in a CPU pilot, LSTM 64 at 8x8 with
 # 128 sequences and biased permutations for 1,000 steps, lr 3e-4 left the plateau at 17,000 steps
 # against 36,000 for lr 1e-4 and 23,000 for 1e-3; LSTM 256 left it only with 10,000 biased steps,
 # 50.8 / 47.3% against 8.6 / 9.8 with 1,000), each step one CUDA-graph replay.
-# VSML: 8 sequences per step (its per-weight LSTMs hold B x 3072 x 10 states), Adam at 1e-3,
+# VSML: 8 sequences per step (its per-weight LSTMs hold B x 3072 x 10 states; 27 steps/s alone on
+# one H100, 8.6 each for three), Adam at 1e-3,
 # biased permutations throughout: the recipe whose three runs left the plateau by 1,000 steps and
 # stopped at 2,000 (training/metrics/recipe_and_table2_runs/t2_vsml_s*.jsonl).
 # Data: python training/jobs/data_cache.py ../shared/datasets data_cache mnist/train
@@ -47,16 +49,18 @@ OPTS="--config training/configs/default.json --compile false --cuda-graph true -
   --max-minutes ${MINUTES:-8} --eval-datasets null --ckpt-every 1000000"
 for learner in ${LEARNERS:-lstm}; do
   for seed in ${SEEDS:-0 1 2}; do
-    python -m training.train $OPTS ${RECIPE[$learner]} --learner $learner --seed $seed --out-dir runs/t2_${learner}_s$seed \
-      > runs/t2_${learner}_s$seed.log 2>&1 &
+    name=t2_${learner}_s$seed
+    [ -d "runs/$name" ] || [ ! -d "training/carried/$name" ] || cp -r "training/carried/$name" "runs/$name"
+    python -m training.train $OPTS ${RECIPE[$learner]} --learner $learner --seed $seed --out-dir runs/$name \
+      > runs/$name.log 2>&1 &
   done
 done
 wait
 for f in runs/t2_*_s?.log; do echo "== $f"; tail -n 2 "$f"; done
 tar czf "$OUT/table2_seed_learner_logs.tar.gz" runs/t2_*_s?.log runs/t2_*_s?/metrics.jsonl
 # Each run also comes back as a carried copy (fp16 weights, no optimiser moments, one file of
-# < 16 MiB) that a later session resumes on a fresh machine: tar -xf t2_lstm_s0.tar -C runs, then
-# carry runs/t2_lstm_s0 (and data_cache) to the same call as before.
+# < 16 MiB) that a later session resumes on a fresh machine: tar -xf t2_lstm_s0.tar -C training/carried
+# and commit it (the working tree travels; carrying runs/ beside data_cache would pass 64 MiB).
 mkdir -p "$OUT/carried"
 for learner in ${LEARNERS:-lstm}; do  # this call's runs only: $OUT holds at most 8 files
   for seed in ${SEEDS:-0 1 2}; do
