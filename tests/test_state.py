@@ -194,8 +194,9 @@ def test_every_committed_carried_copy_loads_into_the_learner_its_config_names(fo
     """training/jobs/table2_seed_learners.sh resumes these: their weights must fit today's learners."""
     from training.learners import build_learner
 
-    cfg = read_meta(found)["config"]
+    meta = read_meta(found)
+    cfg = meta["config"]
     learner = build_learner(cfg["learner"], cfg["input_dim"], cfg["num_classes"], **cfg["learner_kwargs"])
     step, _ = load_state(found, learner, None)
-    assert step == read_meta(found)["step"] > 0
+    assert step == meta["step"] > 0
     assert all(torch.isfinite(p).all() for p in learner.parameters())
