@@ -5,7 +5,7 @@
 
 The paper (Kirsch et al., 2022, Fig. 6, 13) finds that the accuracy of a meta-learned learner
 follows the size of the state that determines its next prediction, not its number of
-parameters. Each ``--grid`` entry, a learner of :mod:`training.learners` at one size, is
+parameters. Each entry of ``GRID``, a learner of :mod:`training.learners` at one size, is
 meta-trained on MNIST tasks alike (Alg. 1, a fresh task per sequence, biased permutations for
 the first ``--biased-steps``) and meta-tested on fresh tasks of the MNIST and FashionMNIST test
 splits (accuracy of the last 10 positions). The state a prediction reads:
@@ -52,6 +52,8 @@ GRID = [
     ("transformer", {"d_model": 64, "n_layers": 2, "n_heads": 4, "head_dim": 16}),
     ("transformer", {"d_model": 128, "n_layers": 2, "n_heads": 4, "head_dim": 32}),
 ]
+# The option that sets each learner's size in the grid (what ``--sizes`` names).
+SIZE_OPTION = {"lstm": "hidden_size", "oplstm": "key_size", "vsml": "state_size", "transformer": "d_model"}
 
 
 def state_size(learner: str, kw: dict, input_dim: int, num_classes: int, length: int) -> int:
@@ -145,12 +147,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.set_defaults(work_dir="runs/state_size")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="the meta-optimiser of every run")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--sizes",
+        help="a subset of the chosen learners' grid entries as learner:size, comma-separated (size: the value of "
+        "hidden_size, key_size, state_size or d_model), e.g. lstm:64,oplstm:64; default: every size",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: the smallest size of each learner, 10 steps")
     args = parser.parse_args(argv)
     chosen = args.learners.split(",")
     grid = [(name, kw) for name, kw in GRID if name in chosen]
+    if args.sizes:
+        sizes = set(args.sizes.split(","))
+        entries = {f"{name}:{kw[SIZE_OPTION[name]]}" for name, kw in grid}
+        if sizes - entries:
+            parser.error(f"--sizes {','.join(sorted(sizes - entries))}: not in the grid of --learners ({', '.join(sorted(entries))})")
+        grid = [(name, kw) for name, kw in grid if f"{name}:{kw[SIZE_OPTION[name]]}" in sizes]
     if args.quick:
-        grid = [next((n, kw) for n, kw in GRID if n == name) for name in dict.fromkeys(n for n, _ in grid)]
+        grid = [next((n, kw) for n, kw in grid if n == name) for name in dict.fromkeys(n for n, _ in grid)]
         args.steps, args.length, args.biased_steps, args.n_tasks, args.n_seqs = 10, 12, 5, 2, 2
     command = command_line("benchmarks.state_size", argv)
     configs = [run_config(name, kw, args) for name, kw in grid]

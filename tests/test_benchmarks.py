@@ -515,8 +515,21 @@ def test_sequence_length_quick_meta_tests_every_run_at_every_length(tmp_path):
     for r in records:
         for name in ("mnist", "fashion_mnist"):
             assert sorted(r[name], key=int) == ["10", "20", "40"] and all(0 <= a <= 1 for a in r[name].values())
-    assert "| 20 | 10 |" in (tmp_path / "sequence_length.md").read_text()
+    assert "| 20 | 0 | 10 |" in (tmp_path / "sequence_length.md").read_text()
     assert (tmp_path / "sequence_length.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_sequence_length_trains_every_length_from_every_seed(tmp_path):
+    argv = ["--quick", "--jobs", "1", "--seeds", "0,1"]  # --quick: training lengths 10 and 20
+    sequence_length.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    records = json.loads((tmp_path / "sequence_length.json").read_text())["records"]
+    assert [(r["train_length"], r["seed"]) for r in records] == [(10, 0), (10, 1), (20, 0), (20, 1)]
+    seeds = {read_meta(run / "state")["config"]["seed"] for run in (tmp_path / "runs").iterdir()}
+    assert seeds == {0, 1}
+    assert records[0]["mnist"] != records[1]["mnist"] or records[0]["final_loss"] != records[1]["final_loss"]
+    # --quick's 10 steps never leave the plateau (loss below 2.2 after the biased phase)
+    assert all(r["left_plateau"] is None for r in records) and "not yet" in (tmp_path / "sequence_length.md").read_text()
 
 
 def test_sequence_length_refuses_a_test_shorter_than_training():
@@ -548,6 +561,20 @@ def test_state_size_trains_with_the_optimiser_asked_for_and_records_its_loss_cur
     assert [step for step, _ in record["loss_curve"]] == list(range(1, 11))  # --quick: 10 steps, each logged
     assert all(np.isfinite(loss) for _, loss in record["loss_curve"])
     assert "sign_momentum at lr 0.0001" in (tmp_path / "state_size.md").read_text()
+
+
+@pytest.mark.usefixtures("mnist_and_another")
+def test_state_size_trains_only_the_sizes_asked_for(tmp_path):
+    argv = ["--quick", "--learners", "lstm,oplstm", "--sizes", "oplstm:16", "--jobs", "1"]
+    state_size.main([*argv, "--work-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    (record,) = json.loads((tmp_path / "state_size.json").read_text())["records"]
+    assert (record["learner"], record["options"]["key_size"]) == ("oplstm", 16)
+
+
+def test_state_size_names_a_size_outside_the_grid(capsys):
+    with pytest.raises(SystemExit):
+        state_size.main(["--learners", "lstm", "--sizes", "lstm:64,vsml:4"])
+    assert "--sizes vsml:4: not in the grid of --learners" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("mnist_and_another")
