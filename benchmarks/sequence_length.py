@@ -103,9 +103,7 @@ def markdown(records: list[dict], command: str, args: argparse.Namespace) -> str
         ]
         lines += [
             f"| {r['train_length']} | {r['seed']} | {r['batch_size']} | {r['left_plateau'] or 'not yet'} | "
-            f"{r['final_loss']:.3f} | "
-            + " | ".join(f"{100 * r[name][str(t)]:.1f}" for t in tests)
-            + " |"
+            f"{r['final_loss']:.3f} | " + " | ".join(f"{100 * r[name][str(t)]:.1f}" for t in tests) + " |"
             for r in records
         ]
         lines.append("")

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = set(args.sizes.split(","))
         entries = {f"{name}:{kw[SIZE_OPTION[name]]}" for name, kw in grid}
         if sizes - entries:
-            parser.error(f"--sizes {','.join(sorted(sizes - entries))}: not in the grid of --learners ({', '.join(sorted(entries))})")
+            missing, known = ",".join(sorted(sizes - entries)), ", ".join(sorted(entries))
+            parser.error(f"--sizes {missing}: not in the grid of --learners ({known})")
         grid = [(name, kw) for name, kw in grid if f"{name}:{kw[SIZE_OPTION[name]]}" in sizes]
     if args.quick:
         grid = [next((n, kw) for n, kw in grid if n == name) for name in dict.fromkeys(n for n, _ in grid)]
